@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` runs the default workflow, `make test` the test suite.
+# Both create .venv on first use and install the project into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test lint bench train-default-models clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	snakemake --cores all
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+	$(MAKE) lint
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check pipeline tests bench
+	snakemake --lint
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/world_throughput.py
+
+train-default-models: $(BIN)/.installed
+	snakemake --cores all train_default_models
+
+clean:
+	rm -rf results .snakemake

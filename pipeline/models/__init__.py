@@ -1,0 +1,18 @@
+"""Models: the classifier and generator protocols, one registry, and adapters."""
+
+from pipeline.models.protocols import Classifier, Generator
+from pipeline.models.registry import (
+    ModelSpecError,
+    load_classifier,
+    load_generator,
+    spec_weights_sha256,
+)
+
+__all__ = [
+    "Classifier",
+    "Generator",
+    "ModelSpecError",
+    "load_classifier",
+    "load_generator",
+    "spec_weights_sha256",
+]

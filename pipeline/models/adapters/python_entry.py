@@ -1,0 +1,50 @@
+"""``kind: python``: any classifier or generator built by a factory the user names.
+
+Spec: ``{kind: python, entrypoint: "package.module:factory", kwargs: {...}}``. The factory
+returns an object that speaks the classifier or generator protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.models.protocols import Classifier, Generator
+from pipeline.models.registry import ModelSpecError, register_classifier, register_generator
+
+_CLASSIFIER_ATTRS = ("features", "num_units")
+_GENERATOR_ATTRS = ("mapping", "synthesis", "z_dim", "c_dim", "w_dim", "num_ws")
+
+
+def _build(spec: Mapping[str, Any], role: str, required: tuple[str, ...]) -> Any:
+    entrypoint = spec.get("entrypoint")
+    if not isinstance(entrypoint, str) or ":" not in entrypoint:
+        raise ModelSpecError(f"{role}.entrypoint: expected 'package.module:factory', got {entrypoint!r}")
+    module_name, _, attr = entrypoint.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ModelSpecError(f"{role}.entrypoint: cannot import {entrypoint!r}: {error}") from error
+    model = factory(**dict(spec.get("kwargs") or {}))
+    missing = [name for name in required if not hasattr(model, name)]
+    if missing:
+        raise ModelSpecError(f"{role}.entrypoint: {entrypoint!r} returned an object without {', '.join(missing)}")
+    if not hasattr(model, "head"):
+        model.head = None
+    if hasattr(model, "eval"):
+        model.eval()
+    return model
+
+
+@register_classifier("python")
+def load_python_classifier(spec: Mapping[str, Any]) -> Classifier:
+    model = _build(spec, "classifier", _CLASSIFIER_ATTRS)
+    if not hasattr(model, "num_classes"):
+        model.num_classes = None
+    return model
+
+
+@register_generator("python")
+def load_python_generator(spec: Mapping[str, Any]) -> Generator:
+    return _build(spec, "generator", _GENERATOR_ATTRS)
