@@ -4,4 +4,11 @@ Adapters with optional dependencies (timm, a StyleGAN checkout) import them lazi
 inside their loaders, so registering them costs nothing.
 """
 
-from pipeline.models.adapters import python_entry  # noqa: F401
+from pipeline.models.adapters import (  # noqa: F401
+    builtin,
+    python_entry,
+    stylegan,
+    timm_adapter,
+    torchscript_adapter,
+    torchvision_adapter,
+)
