@@ -22,7 +22,7 @@ test: $(BIN)/.installed
 	$(MAKE) lint
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff check pipeline tests bench workflow/scripts
 	snakemake --lint
 
 bench: $(BIN)/.installed

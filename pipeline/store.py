@@ -22,7 +22,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import zarr
 
-ZSTD = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# Byte shuffle suits one-byte images and masks (smaller and faster than bit shuffle there);
+# bit shuffle suits float activations.
+ZSTD_BYTES = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+ZSTD_WORDS = zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 TARGET_CHUNK_BYTES = 4 << 20
 
 
@@ -68,7 +71,7 @@ def write_zarr(path: str | Path, arrays: Mapping[str, np.ndarray], attrs: Mappin
                     shape=value.shape,
                     dtype=value.dtype,
                     chunks=_chunks_for(value.shape, value.dtype.itemsize) or None,
-                    compressors=ZSTD,
+                    compressors=ZSTD_BYTES if value.dtype.itemsize == 1 else ZSTD_WORDS,
                 )
             array[...] = value
         group.attrs.update(dict(attrs or {}))
@@ -87,7 +90,8 @@ def write_parquet(path: str | Path, frame: pd.DataFrame | pa.Table, metadata: Ma
     """Write exactly one Parquet file, atomically, with deterministic bytes for equal input."""
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k: str(v) for k, v in metadata.items()}})
+        extra = {key: str(value) for key, value in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 

@@ -10,8 +10,8 @@ This package imports nothing else from the project.
 from pipeline.world.render import (
     FACTOR_RANGES,
     FACTORS,
-    SHAPES,
     IMAGE_SIZE,
+    SHAPES,
     render,
     sample,
     sample_factors,

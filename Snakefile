@@ -1,0 +1,40 @@
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+from pipeline.stages.config import load_schema, validate_config
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate_config(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/link.smk"
+include: "workflow/rules/units.smk"
+include: "workflow/rules/perturb.smk"
+include: "workflow/rules/measure.smk"
+include: "workflow/rules/nulls.smk"
+include: "workflow/rules/concepts.smk"
+include: "workflow/rules/report.smk"
+
+
+# The default models' training rule; optional, so a checkout without it still parses.
+if (Path(workflow.basedir) / "workflow/rules/train.smk").exists():
+
+    include: "workflow/rules/train.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,214 @@
+"""What the stages share: the job wrapper, code versions, and the render -> re-encode core."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import pipeline
+from pipeline.device import resolve_device, run_with_backoff, set_threads
+from pipeline.models import load_classifier, load_generator
+from pipeline.models.protocols import Classifier, Generator
+
+log = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(pipeline.__file__).resolve().parent
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def run_stage(function: Callable[..., Any], *, log_path: str | Path | None, threads: int, **kwargs: Any) -> Any:
+    """Run one stage function as a workflow job: log to ``log_path`` and stderr, use ``threads``.
+
+    A failure is logged as one line naming the error before it propagates, so the job's log
+    file says why it failed even where the scheduler's output is lost. The logging setup is
+    undone afterwards, so calling this in-process (tests, notebooks) leaves no trace.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    root = logging.getLogger()
+    previous_handlers, previous_level = root.handlers[:], root.level
+    formatter = logging.Formatter(LOG_FORMAT)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    root.handlers[:] = handlers
+    root.setLevel(logging.INFO)
+    set_threads(threads)
+    started = time.perf_counter()
+    try:
+        result = function(**kwargs)
+        log.info("%s finished in %.1f s", function.__name__, time.perf_counter() - started)
+        return result
+    except Exception as error:
+        logging.getLogger(function.__module__).error("%s: %s", type(error).__name__, error)
+        raise
+    finally:
+        root.handlers[:] = previous_handlers
+        root.setLevel(previous_level)
+        for handler in handlers:
+            handler.close()
+
+
+def code_version(*names: str) -> str:
+    """sha256 over the sources of the named modules or packages of ``pipeline``.
+
+    ``names`` are dotted paths below the package (``"stages.link"``, ``"models"``). Rules pass
+    the result as a param, so editing a module re-runs exactly the stages that use it. A name
+    that does not exist yet hashes as absent rather than failing the whole workflow's parse.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(set(names)):
+        path = PACKAGE_ROOT.joinpath(*name.split("."))
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+        for file in files:
+            digest.update(file.relative_to(PACKAGE_ROOT).as_posix().encode())
+            digest.update(file.read_bytes() if file.is_file() else b"<absent>")
+    return digest.hexdigest()
+
+
+def load_models(
+    classifier_spec: Mapping[str, Any] | None,
+    generator_spec: Mapping[str, Any] | None,
+    device: torch.device,
+) -> tuple[Classifier | None, Generator | None]:
+    """Load the models a stage needs (``None`` specs are skipped) onto ``device``."""
+    classifier = load_classifier(classifier_spec).to(device) if classifier_spec is not None else None
+    generator = load_generator(generator_spec).to(device) if generator_spec is not None else None
+    return classifier, generator
+
+
+def prepare_device(name: str) -> torch.device:
+    device = resolve_device(name)
+    log.info("device: %s", device)
+    return device
+
+
+def broadcast_ws(generator: Generator, w: torch.Tensor) -> torch.Tensor:
+    """w [B, w_dim] -> ws [B, num_ws, w_dim]: the link predicts one w that every layer uses."""
+    if w.ndim != 2 or w.shape[1] != generator.w_dim:
+        raise ValueError(f"generator: expected latents of shape [B, {generator.w_dim}], got {list(w.shape)}")
+    return w.unsqueeze(1).expand(-1, generator.num_ws, -1)
+
+
+def synthesize(generator: Generator, w: torch.Tensor) -> torch.Tensor:
+    """w [B, w_dim] -> images float [B, 3, H, W] in [0, 1]."""
+    images = generator.synthesis(broadcast_ws(generator, w))
+    if images.ndim != 4 or images.shape[0] != w.shape[0] or images.shape[1] != 3:
+        raise ValueError(f"generator: synthesis returned shape {list(images.shape)}, expected [{w.shape[0]}, 3, H, W]")
+    return ((images.float() + 1.0) / 2.0).clamp_(0.0, 1.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float [B, 3, H, W] in [0, 1] -> uint8 [B, H, W, 3]."""
+    return (images * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def check_finite(name: str, values: np.ndarray) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = int(bad.reshape(len(values), -1).any(axis=1).sum())
+        raise ValueError(f"{name}: {rows} of {len(values)} rows contain NaN or Inf")
+
+
+@dataclass
+class Encoded:
+    """Renders of a batch of latents and what the classifier says about them."""
+
+    r: np.ndarray  # float32 [N, U]
+    logits: np.ndarray | None  # float32 [N, C]; None without a head
+    images: np.ndarray | None  # uint8 [N, H, W, 3] when kept
+    masks: np.ndarray | None  # bool [N, H, W] when computed
+
+
+def render_and_encode(
+    generator: Generator,
+    classifier: Classifier,
+    w: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    label: str,
+    keep_images: bool = False,
+    mask_classes: torch.Tensor | None = None,
+) -> Encoded:
+    """Render latents ``w [N, w_dim]`` and re-encode them with the classifier, in batches.
+
+    Images go from the generator to the classifier as float tensors on ``device``. With
+    ``mask_classes [N]`` the object masks for those classes are computed too; batches shrink
+    on CUDA out-of-memory, and every batch logs a progress line.
+    """
+    n = len(w)
+    r = np.empty((n, classifier.num_units), dtype=np.float32)
+    logits: np.ndarray | None = None
+    images: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    started = time.perf_counter()
+
+    def step(rows: slice) -> None:
+        nonlocal logits, images, masks
+        with torch.no_grad():
+            batch = synthesize(generator, w[rows].to(device))
+            features = classifier.features(batch)
+            r[rows] = features.float().cpu().numpy()
+            if classifier.head is not None:
+                batch_logits = classifier.head(features).float().cpu().numpy()
+                if logits is None:
+                    logits = np.empty((n, batch_logits.shape[1]), dtype=np.float32)
+                logits[rows] = batch_logits
+        if keep_images:
+            if images is None:
+                images = np.empty((n, batch.shape[2], batch.shape[3], 3), dtype=np.uint8)
+            images[rows] = to_uint8(batch)
+        if mask_classes is not None:
+            from pipeline.measures import object_masks
+
+            batch_masks = object_masks(classifier, batch, mask_classes[rows].to(device))
+            if masks is None:
+                masks = np.empty((n, batch.shape[2], batch.shape[3]), dtype=bool)
+            masks[rows] = batch_masks.cpu().numpy()
+        elapsed = time.perf_counter() - started
+        log.info("%s: %d/%d renders (%.0f/s)", label, rows.stop, n, rows.stop / max(elapsed, 1e-9))
+
+    run_with_backoff(step, n, batch_size)
+    check_finite(f"{label}: classifier activations", r)
+    return Encoded(r=r, logits=logits, images=images, masks=masks)
+
+
+def render_images(generator: Generator, w: torch.Tensor, *, batch_size: int, device: torch.device) -> np.ndarray:
+    """Latents w [N, w_dim] -> uint8 images [N, H, W, 3], in batches, without re-encoding."""
+    images: np.ndarray | None = None
+
+    def step(rows: slice) -> None:
+        nonlocal images
+        with torch.no_grad():
+            batch = to_uint8(synthesize(generator, w[rows].to(device)))
+        if images is None:
+            images = np.empty((len(w), *batch.shape[1:]), dtype=np.uint8)
+        images[rows] = batch
+
+    run_with_backoff(step, len(w), batch_size)
+    return images
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def tile(images: np.ndarray, gap: int = 2, fill: int = 255) -> np.ndarray:
+    """uint8 [rows, cols, H, W, 3] -> one uint8 image with ``gap`` pixels between tiles."""
+    rows, cols, height, width, _ = images.shape
+    padded = np.pad(images, ((0, 0), (0, 0), (0, gap), (0, gap), (0, 0)), constant_values=fill)
+    canvas = padded.transpose(0, 2, 1, 3, 4).reshape(rows * (height + gap), cols * (width + gap), 3)
+    return np.ascontiguousarray(canvas[: rows * (height + gap) - gap, : cols * (width + gap) - gap])

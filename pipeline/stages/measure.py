@@ -1,0 +1,88 @@
+"""Stage 6: turn a chunk's renders into the long activation-change table.
+
+One row per (unit, sample, step) with the re-encoded activation columns from the
+perturbation stage and the image measures of ``pipeline.measures`` (raw values per render;
+the statistics take differences). Chunk tables are gathered into one sorted table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.measures import measure_sweeps
+from pipeline.store import read_parquet, read_zarr, write_parquet
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ("unit", "class", "sample", "step")
+ACTIVATION_COLUMNS = (
+    "requested",
+    "achieved",
+    "achieved_change",
+    "others_mean_abs_change",
+    "pred",
+    "pred_prob",
+    "target_prob",
+)
+
+
+def sweep_table(
+    unit: np.ndarray,
+    sample: np.ndarray,
+    class_id: np.ndarray,
+    activation_columns: Mapping[str, np.ndarray],
+    images: np.ndarray,
+    masks: np.ndarray,
+) -> pd.DataFrame:
+    """The long table of N sweeps of S steps, rows in (sweep, step) order.
+
+    ``unit``, ``sample`` and ``class_id`` are [N]; each activation column is [N, S];
+    ``images`` uint8 [N, S, H, W, 3] and ``masks`` bool [N, S, H, W] feed the image measures.
+    """
+    n, steps = activation_columns["requested"].shape
+    frame = pd.DataFrame(
+        {
+            "unit": np.repeat(unit.astype(np.int64), steps),
+            "class": np.repeat(class_id.astype(np.int64), steps),
+            "sample": np.repeat(sample.astype(np.int64), steps),
+            "step": np.tile(np.arange(steps, dtype=np.int64), n),
+            **{name: np.asarray(activation_columns[name]).reshape(n * steps) for name in ACTIVATION_COLUMNS},
+        }
+    )
+    measures = measure_sweeps(images, masks)
+    if len(measures) != len(frame):
+        raise ValueError(f"pipeline.measures.measure_sweeps returned {len(measures)} rows for {len(frame)} renders")
+    return pd.concat([frame, measures.reset_index(drop=True)], axis=1)
+
+
+def measure_chunk(renders_path: str | Path, out_path: str | Path) -> None:
+    """Write ``tables/chunk-{k}.parquet`` from ``renders/chunk-{k}.zarr``."""
+    arrays, _ = read_zarr(renders_path)
+    k, p, steps = arrays["requested"].shape
+    table = sweep_table(
+        unit=np.repeat(arrays["unit"], p),
+        sample=np.tile(arrays["sample"], k),
+        class_id=np.tile(arrays["class"], k),
+        activation_columns={name: arrays[name].reshape(k * p, steps) for name in ACTIVATION_COLUMNS},
+        images=arrays["images"].reshape(k * p, steps, *arrays["images"].shape[3:]),
+        masks=arrays["masks"].reshape(k * p, steps, *arrays["masks"].shape[3:]),
+    )
+    log.info("measure: %d rows, %d columns", len(table), table.shape[1])
+    write_parquet(out_path, table)
+
+
+def gather_tables(table_paths: Sequence[str | Path], out_path: str | Path) -> None:
+    """Write ``tables/activation_changes.parquet``: all chunk tables, sorted by unit, sample, step."""
+    table = read_parquet(list(table_paths))
+    table = table.sort_values(["unit", "sample", "step"], kind="stable").reset_index(drop=True)
+    duplicated = table.duplicated(["unit", "sample", "step"])
+    if duplicated.any():
+        unit, sample = table.loc[duplicated, ["unit", "sample"]].to_numpy()[0]
+        raise ValueError(f"activation tables: unit {unit} and sample {sample} appear in more than one chunk")
+    log.info("gather: %d rows from %d chunk tables", len(table), len(table_paths))
+    write_parquet(out_path, table)

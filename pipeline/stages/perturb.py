@@ -1,0 +1,145 @@
+"""Stage 5: sweep each unit of a chunk over its range, render, and re-encode every render.
+
+Because the link is affine (w = W r + b), setting unit i of base activation r to the value v
+gives ``w = link(r) + W[:, i] * (v - r_i)``: every (unit, sample, step) latent of a chunk is
+one broadcast expression, rendered in batches. Each render is classified again, so the
+tables say how far the unit really moved, what else moved, and what the class became.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.stages.common import Encoded, load_models, prepare_device, render_and_encode, softmax
+from pipeline.stages.link import AffineLink, load_link
+from pipeline.stages.units import probe_rows
+from pipeline.store import read_parquet, read_zarr, write_zarr
+
+log = logging.getLogger(__name__)
+
+
+def sweep_values(low: np.ndarray, high: np.ndarray, steps: int) -> np.ndarray:
+    """[K, steps] values from low to high, evenly spaced, per unit."""
+    return low[:, None] + (high - low)[:, None] * np.linspace(0.0, 1.0, steps)[None, :]
+
+
+def sweep_latents(link: AffineLink, r: torch.Tensor, units: Sequence[int], values: torch.Tensor) -> torch.Tensor:
+    """Latents for setting unit ``units[k]`` of every base sample to ``values[k, s]``.
+
+    ``r [P, U]`` are the base activations; returns w [K, P, S, w_dim].
+    """
+    with torch.no_grad():
+        base = link(r)  # [P, w_dim]
+        index = torch.as_tensor(list(units), dtype=torch.int64)
+        directions = link.weight[:, index].T  # [K, w_dim]
+        offsets = values.float()[:, None, :] - r[:, index].float().T[:, :, None]  # [K, P, S]
+        return base[None, :, None, :] + offsets[..., None] * directions[:, None, None, :]
+
+
+def sweep_outcomes(
+    encoded: Encoded, shape: tuple[int, ...], tracked: np.ndarray, classes: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per-render activation columns of a sweep, as arrays of ``shape`` = [N, S].
+
+    ``tracked [N, S]`` is the re-encoded value of what the sweep moves (the unit, or the
+    projection on a direction); ``classes [N]`` is each sweep's original class.
+    """
+    r_hat = encoded.r.reshape(*shape, -1)
+    outcomes = {
+        "achieved": tracked.astype(np.float32),
+        "achieved_change": (tracked - tracked[:, :1]).astype(np.float32),
+    }
+    if encoded.logits is None:
+        outcomes |= {
+            "pred": np.full(shape, -1, dtype=np.int64),
+            "pred_prob": np.full(shape, np.nan, dtype=np.float32),
+            "target_prob": np.full(shape, np.nan, dtype=np.float32),
+        }
+    else:
+        probabilities = softmax(encoded.logits).reshape(*shape, -1)
+        outcomes |= {
+            "pred": probabilities.argmax(axis=-1).astype(np.int64),
+            "pred_prob": probabilities.max(axis=-1).astype(np.float32),
+            "target_prob": np.take_along_axis(
+                probabilities, np.broadcast_to(classes[:, None, None], (*shape, 1)), axis=-1
+            )[..., 0].astype(np.float32),
+        }
+    outcomes["r_change"] = r_hat - r_hat[:, :1]
+    return outcomes
+
+
+def perturb_chunk(
+    out_path: str | Path,
+    *,
+    latents_path: str | Path,
+    activations_path: str | Path,
+    link_path: str | Path,
+    ranges_path: str | Path,
+    units: list[int],
+    classifier: Mapping[str, Any],
+    generator: Mapping[str, Any],
+    device: str,
+    steps: int,
+    batch_size: int,
+) -> None:
+    """Write ``renders/chunk-{k}.zarr`` for the chunk's ``units`` over all probe samples.
+
+    Arrays (K units, P samples, S steps): images uint8 [K, P, S, H, W, 3], masks bool
+    [K, P, S, H, W], and per render: requested, achieved, achieved_change,
+    others_mean_abs_change, pred, pred_prob, target_prob; plus unit [K], sample [P], class [P].
+    """
+    rows = probe_rows(latents_path, activations_path)
+    latents, _ = read_zarr(latents_path, ["class"])
+    activations, _ = read_zarr(activations_path, ["r"])
+    ranges = read_parquet(ranges_path).set_index("unit")
+    missing = sorted(set(units) - set(ranges.index))
+    if missing:
+        raise ValueError(f"{ranges_path}: no range for unit {missing[0]}")
+    unit_ids = np.asarray(units, dtype=np.int64)
+    values = sweep_values(ranges.loc[unit_ids, "low"].to_numpy(), ranges.loc[unit_ids, "high"].to_numpy(), steps)
+    r = torch.from_numpy(activations["r"][rows])
+    classes = latents["class"][rows]
+    k, p = len(unit_ids), len(rows)
+    w = sweep_latents(load_link(link_path), r, unit_ids, torch.from_numpy(values))
+
+    torch_device = prepare_device(device)
+    clf, gen = load_models(classifier, generator, torch_device)
+    sweep_classes = np.broadcast_to(classes[None, :, None], (k, p, steps)).reshape(-1)
+    log.info("perturb: %d units x %d samples x %d steps = %d renders", k, p, steps, k * p * steps)
+    encoded = render_and_encode(
+        gen,
+        clf,
+        w.reshape(-1, w.shape[-1]),
+        batch_size=batch_size,
+        device=torch_device,
+        label=f"perturb units {unit_ids[0]}-{unit_ids[-1]}",
+        keep_images=True,
+        mask_classes=torch.from_numpy(np.ascontiguousarray(sweep_classes)),
+    )
+    r_hat = encoded.r.reshape(k, p, steps, -1)
+    tracked = np.take_along_axis(r_hat, unit_ids[:, None, None, None], axis=-1)[..., 0]
+    outcomes = sweep_outcomes(encoded, (k * p, steps), tracked.reshape(k * p, steps), np.tile(classes, k))
+    change = np.abs(outcomes.pop("r_change")).reshape(k, p, steps, -1)
+    tuned_change = np.abs(outcomes["achieved_change"]).reshape(k, p, steps)
+    others = (change.sum(axis=-1) - tuned_change) / max(1, change.shape[-1] - 1)
+    height, width = encoded.images.shape[1:3]
+    write_zarr(
+        out_path,
+        {
+            "images": encoded.images.reshape(k, p, steps, height, width, 3),
+            "masks": encoded.masks.reshape(k, p, steps, height, width),
+            "unit": unit_ids,
+            "sample": rows.astype(np.int64),
+            "class": classes.astype(np.int64),
+            "requested": np.broadcast_to(values[:, None, :], (k, p, steps)).astype(np.float32),
+            "others_mean_abs_change": others.astype(np.float32),
+            **{name: array.reshape(k, p, steps) for name, array in outcomes.items()},
+        },
+        attrs={"steps": steps},
+    )

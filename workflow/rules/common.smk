@@ -1,0 +1,73 @@
+import functools
+
+from pipeline.models import load_classifier, spec_weights_sha256
+from pipeline.stages.common import code_version
+from pipeline.stages.config import ConfigError, chunk_units, select_units
+
+RESULTS = f"results/{config['run']}"
+LOGS = f"logs/{config['run']}"
+
+# Every rule that runs a model also depends on these modules.
+MODEL_CODE = ("models", "world", "device", "store", "stages.common")
+
+MODEL_THREADS = 4
+
+# Relative to the rule files; used only with `--software-deployment-method conda`.
+CONDA_ENV = "../../environment.yml"
+
+
+wildcard_constraints:
+    chunk=r"\d+",
+
+
+def model_params(role):
+    """A model's spec plus the sha256 of its weights, so new weights re-run its stages."""
+    return {"spec": config[role], "sha256": spec_weights_sha256(config[role], role)}
+
+
+def stage_code(*modules):
+    """The code version of a stage: its own modules plus the shared ones."""
+    return code_version(*modules, "store", "stages.common")
+
+
+@functools.cache
+def selected_units():
+    return select_units(config["units"], load_classifier(config["classifier"]).num_units)
+
+
+def unit_chunks():
+    return chunk_units(selected_units(), config["tuning"]["chunk_size"])
+
+
+def units_of_chunk(wildcards):
+    chunks = unit_chunks()
+    chunk = int(wildcards.chunk)
+    if chunk not in chunks:
+        raise ConfigError(f"chunk {chunk} holds none of the selected units; chunks are {sorted(chunks)}")
+    return chunks[chunk]
+
+
+def chunk_files(pattern):
+    return expand(pattern, chunk=sorted(unit_chunks()))
+
+
+def renders(path):
+    return directory(path) if config["tuning"]["keep_renders"] else temp(directory(path))
+
+
+def final_outputs():
+    outputs = [
+        f"{RESULTS}/latents.zarr",
+        f"{RESULTS}/activations.zarr",
+        f"{RESULTS}/link/model.pt",
+        f"{RESULTS}/link/metrics.json",
+        f"{RESULTS}/units/ranges.parquet",
+        f"{RESULTS}/tables/activation_changes.parquet",
+        f"{RESULTS}/tables/null_controls.parquet",
+        f"{RESULTS}/concepts/unit_concepts.parquet",
+        f"{RESULTS}/concepts/unit_summary.parquet",
+        f"{RESULTS}/report/index.html",
+    ]
+    if config["tuning"]["keep_renders"]:
+        outputs += chunk_files(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")
+    return outputs

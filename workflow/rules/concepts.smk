@@ -1,0 +1,25 @@
+rule concepts:
+    input:
+        changes=f"{RESULTS}/tables/activation_changes.parquet",
+        nulls=f"{RESULTS}/tables/null_controls.parquet",
+    output:
+        concepts=report(
+            f"{RESULTS}/concepts/unit_concepts.parquet",
+            caption="../report/unit_concepts.rst",
+            category="Concepts",
+        ),
+        summary=report(
+            f"{RESULTS}/concepts/unit_summary.parquet",
+            caption="../report/unit_summary.rst",
+            category="Concepts",
+        ),
+    log:
+        f"{LOGS}/concepts.log",
+    params:
+        concepts=config["concepts"],
+        code=stage_code("stages.concepts", "stats", "measures"),
+    threads: 2
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/concepts.py"

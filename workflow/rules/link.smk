@@ -1,0 +1,26 @@
+rule link:
+    input:
+        latents=f"{RESULTS}/latents.zarr",
+        activations=f"{RESULTS}/activations.zarr",
+    output:
+        model=f"{RESULTS}/link/model.pt",
+        metrics=report(
+            f"{RESULTS}/link/metrics.json",
+            caption="../report/link_metrics.rst",
+            category="Link",
+        ),
+    log:
+        f"{LOGS}/link.log",
+    params:
+        link=config["link"],
+        device=config["device"],
+        classifier=model_params("classifier"),
+        generator=model_params("generator"),
+        code=stage_code("stages.link", *MODEL_CODE),
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/link.py"

@@ -1,0 +1,14 @@
+from pipeline.stages.common import run_stage
+from pipeline.stages.concepts import find_concepts
+
+job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+run_stage(
+    find_concepts,
+    log_path=job.log[0],
+    threads=job.threads,
+    changes_path=job.input.changes,
+    nulls_path=job.input.nulls,
+    concepts_path=job.output.concepts,
+    summary_path=job.output.summary,
+    **job.params.concepts,
+)
