@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint bench train-default-models clean
+.PHONY: demo test test-slow test-slurm lint bench train-default-models clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ demo: $(BIN)/.installed
 	snakemake --cores all
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 	$(MAKE) lint
+
+# Longer end-to-end checks: more kills in the fault-injection test.
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
+
+# A real single-node SLURM cluster on this machine (installs slurm-wlm and munge with apt).
+test-slurm: $(BIN)/.installed
+	PIPELINE_SLURM_TEST=1 $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check pipeline tests bench workflow/scripts

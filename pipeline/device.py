@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from pipeline.gpu_slots import claim_gpu_slot
+
 log = logging.getLogger(__name__)
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -17,12 +19,14 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn the config's ``device`` (auto | cpu | cuda | cuda:N) into a torch device.
 
-    ``auto`` takes CUDA when present. Snakemake assigns no GPU to a job; the workstation
-    profile sets ``CUDA_VISIBLE_DEVICES`` per job, so ``cuda`` here means the first
-    visible device.
+    ``auto`` takes CUDA when present. Snakemake assigns no GPU to a job, so for ``auto``
+    and ``cuda`` the job first claims a free GPU slot (see :mod:`pipeline.gpu_slots`), which
+    sets ``CUDA_VISIBLE_DEVICES`` before CUDA starts; ``cuda`` then means that device.
     """
     if not isinstance(name, str) or not _DEVICE_PATTERN.match(name):
         raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}")
+    if name in ("auto", "cuda"):
+        claim_gpu_slot()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
