@@ -1,0 +1,42 @@
+"""Quantification of renders: object regions without labels, image measures and motion.
+
+``object_masks`` finds the object of every render, ``measure_sweeps`` turns sweeps of
+renders into one row of ``{region}.{quantity}`` measures per render, and
+``measure_changes`` reduces each sweep to its change from the first to the last step.
+"""
+
+from pipeline.measures.image import (
+    APPEARANCE_QUANTITIES,
+    CIRCULAR_QUANTITIES,
+    MIN_REGION_PIXELS,
+    RELATIVE_QUANTITIES,
+    SHAPE_QUANTITIES,
+    measure_changes,
+    measure_names,
+    measure_sweeps,
+    quantity_of,
+    tested_measures,
+    wrap,
+)
+from pipeline.measures.motion import MOTION_QUANTITIES
+from pipeline.measures.regions import Segmenter, load_segmenter, object_masks, otsu_thresholds, saliency_maps
+
+__all__ = [
+    "APPEARANCE_QUANTITIES",
+    "CIRCULAR_QUANTITIES",
+    "MIN_REGION_PIXELS",
+    "MOTION_QUANTITIES",
+    "RELATIVE_QUANTITIES",
+    "SHAPE_QUANTITIES",
+    "Segmenter",
+    "load_segmenter",
+    "measure_changes",
+    "measure_names",
+    "measure_sweeps",
+    "object_masks",
+    "otsu_thresholds",
+    "quantity_of",
+    "saliency_maps",
+    "tested_measures",
+    "wrap",
+]

@@ -1,0 +1,377 @@
+"""Statistics of unit concepts: effects, bootstrap intervals and p-values against null controls.
+
+Inputs are long tables with one row per (unit, sample, step), as the measure stage writes
+them: ``changes`` for the tuned units, and ``nulls`` for the controls, with a ``control``
+column and negative unit ids:
+
+- ``random_direction``: sweeps along random directions in activation space, each a control
+  "unit", as long as a typical unit's sweep;
+- ``rerender``: a chain of renders of the same activation (render, re-encode, render...),
+  where any change is noise of the render/re-encode cycle.
+
+For each unit u and measure m, the change of a sample is its last step minus its first
+(:func:`pipeline.measures.measure_changes`: signed circular differences, motion as is).
+
+- ``mean_change``: the mean change over the unit's samples; ``trimmed_change``: the 20%
+  trimmed mean, on which everything below rests. One failed render or object mask among
+  20 samples moves a mean arbitrarily far; the trimmed mean ignores it and loses little
+  efficiency on clean data.
+- ``effect``: ``(trimmed_change - null_mean) / null_scale``, where ``null_mean`` and
+  ``null_scale`` are the mean and standard deviation over random directions of their
+  trimmed change. It reads "how many random directions' spreads does this unit move the
+  measure", which makes measures in different units comparable, so a unit's top concept is
+  its largest |effect|. Centring on the null's mean matters for measures that cannot be
+  negative (motion): any sweep moves the image a little.
+- ``p_random``: the two-sided prediction t-test of the unit's trimmed change against the J
+  random directions', with ``J - 1`` degrees of freedom: ``t = (trimmed_change - null_mean)
+  / sqrt(null_scale^2 (1 + 1/J) + excess)``, where ``excess`` is how much larger the squared
+  standard error of the unit's trimmed change is than the directions' (0 if smaller), so a
+  unit whose samples scatter widely cannot pass on a lucky mean.
+- ``p_rerender``: Yuen's test (Welch's test on trimmed means with winsorised variances) of
+  the unit's per-sample changes against the re-render chain's, i.e. whether the unit moves
+  the measure consistently beyond the noise of rendering.
+- ``p``: the larger of the two, so a unit must beat both nulls (an intersection-union
+  test, valid without assumptions on how the two relate).
+- ``q``: Benjamini-Hochberg over all units x measures; ``selective``: ``q <= q_level`` and
+  ``|effect| >= min_effect``.
+- ``ci_low``, ``ci_high``: percentile bootstrap of the effect over samples (null fixed).
+
+Sweeps are assumed to share their length in activation space: the controls' directions are
+as long as a typical unit's sweep, and units are compared with them as they are.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from pipeline.measures import RELATIVE_QUANTITIES, measure_changes, quantity_of
+
+RANDOM_DIRECTION = "random_direction"
+RERENDER = "rerender"
+MIN_NULL_DIRECTIONS = 3
+DEFAULT_MIN_EFFECT = 2.0
+TRIM = 0.2
+BOOT_UNIT_BLOCK = 16
+
+CONCEPT_COLUMNS = (
+    "unit", "measure", "n", "mean_change", "trimmed_change", "null_mean", "null_scale",
+    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p", "q", "selective",
+)  # fmt: skip
+
+
+def unit_concepts(
+    changes: pd.DataFrame,
+    nulls: pd.DataFrame,
+    measures: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    q: float = 0.05,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    ci: float = 0.95,
+) -> pd.DataFrame:
+    """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring)."""
+    measures = list(measures)
+    _require_columns(changes, "changes", ["unit", "sample", "step", *measures])
+    _require_columns(nulls, "nulls", ["control", "unit", "sample", "step", *measures])
+    if not measures:
+        raise ValueError("unit_concepts: no measures to test")
+    if changes.empty:
+        raise ValueError("changes: the table has no rows")
+
+    unit_changes = measure_changes(changes, measures, by=("unit", "sample"))
+    null_changes = measure_changes(nulls, measures, by=("control", "unit", "sample"))
+    directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
+    rerender = null_changes[null_changes["control"] == RERENDER]
+
+    null_mean, null_sd, null_noise, n_directions = _direction_null(directions, measures)
+    units, values = _by_unit(unit_changes, measures)  # [U, M, n]
+    count = np.sum(~np.isnan(values), axis=2)  # [U, M]
+    mean_change = _nanmean(values, axis=2)
+    trimmed_change = trimmed_mean(values)
+    location = np.broadcast_to(null_mean, mean_change.shape)
+    scale = np.broadcast_to(null_sd, mean_change.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        effect = np.where(scale > 0, (trimmed_change - location) / scale, np.nan)
+    # Under the null the unit is one more random direction, but its trimmed change may be
+    # noisier than theirs (fewer or more variable samples): that excess noise widens the test.
+    excess_noise = np.clip(_trimmed_mean_variance(values)[0] - null_noise, 0.0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_random = (trimmed_change - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
+    p_random = 2 * scipy_stats.t.sf(np.abs(t_random), df=n_directions - 1)
+    p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T)
+    p = np.fmax(p_random, p_rerender)
+    p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
+    q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
+    ci_low, ci_high = _bootstrap_effect_ci(values, location, scale, n_boot, seed, ci)
+
+    frame = pd.DataFrame(
+        {
+            "unit": np.repeat(units, len(measures)),
+            "measure": np.tile(measures, len(units)),
+            "n": count.ravel(),
+            "mean_change": mean_change.ravel(),
+            "trimmed_change": trimmed_change.ravel(),
+            "null_mean": location.ravel(),
+            "null_scale": scale.ravel(),
+            "effect": effect.ravel(),
+            "ci_low": ci_low.ravel(),
+            "ci_high": ci_high.ravel(),
+            "p_random": p_random.ravel(),
+            "p_rerender": p_rerender.ravel(),
+            "p": p.ravel(),
+            "q": q_values.ravel(),
+        }
+    )
+    frame["selective"] = (frame["q"] <= q) & (frame["effect"].abs() >= min_effect)
+    return frame
+
+
+def unit_summary(concepts: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """One row per unit: its top concept and the classifier-side measures.
+
+    - ``top_measure``, ``top_effect``, ``top_q``: the selective measure with the largest
+      |effect|; motion measures only where nothing else is selective, because they say how
+      much the image moved, not what changed. Empty where nothing is selective.
+    - ``n_selective``: how many measures are selective.
+    - ``controllability``: the fraction of samples whose re-encoded activation rises with
+      the requested value (positive least-squares slope over the steps).
+    - ``slope``: the pooled within-sample slope of achieved on requested (1: fully controlled).
+    - ``specificity``: the mean |change| of the tuned unit over the mean absolute change of
+      all other units, both at the last step.
+    - ``prob_change``: the mean change of the original class's probability, last minus first
+      step; ``class_kept``: the fraction of samples still predicted as their class at the
+      last step.
+    """
+    _require_columns(concepts, "concepts", ["unit", "measure", "effect", "q", "selective"])
+    _require_columns(
+        changes, "changes",
+        ["unit", "class", "sample", "step", "requested", "achieved", "achieved_change", "others_mean_abs_change",
+         "pred", "target_prob"],
+    )  # fmt: skip
+    selective = concepts[concepts["selective"]].copy()
+    selective["is_motion"] = selective["measure"].map(quantity_of).isin(RELATIVE_QUANTITIES)
+    selective["magnitude"] = selective["effect"].abs()
+    top = (
+        selective.sort_values(["unit", "is_motion", "magnitude"], ascending=[True, True, False], kind="stable")
+        .groupby("unit", sort=True)
+        .head(1)
+        .set_index("unit")
+    )
+    summary = pd.DataFrame({"unit": np.sort(concepts["unit"].unique())}).set_index("unit")
+    summary["top_measure"] = top["measure"].reindex(summary.index)
+    summary["top_effect"] = top["effect"].reindex(summary.index)
+    summary["top_q"] = top["q"].reindex(summary.index)
+    summary["n_selective"] = concepts.groupby("unit")["selective"].sum().reindex(summary.index).astype(np.int64)
+    summary = summary.join(classifier_measures(changes), how="left")
+    return summary.reset_index()
+
+
+def classifier_measures(changes: pd.DataFrame) -> pd.DataFrame:
+    """Per unit: controllability, slope, specificity, prob_change, class_kept (see :func:`unit_summary`)."""
+    frame = changes.sort_values(["unit", "sample", "step"], kind="stable")
+    keys = [frame["unit"], frame["sample"]]
+    requested = frame["requested"].to_numpy(dtype=np.float64)
+    achieved = frame["achieved"].to_numpy(dtype=np.float64)
+    centred_requested = requested - frame.groupby(["unit", "sample"])["requested"].transform("mean").to_numpy()
+    centred_achieved = achieved - frame.groupby(["unit", "sample"])["achieved"].transform("mean").to_numpy()
+    moments = (
+        pd.DataFrame({"cross": centred_requested * centred_achieved, "spread": centred_requested**2})
+        .groupby(keys)
+        .sum()
+    )
+    sample_slope = moments["cross"] / moments["spread"].where(moments["spread"] > 0)
+    per_unit = moments.groupby(level=0).sum()
+
+    first = frame.groupby(keys).head(1).set_index(["unit", "sample"])
+    last = frame.groupby(keys).tail(1).set_index(["unit", "sample"])
+    tuned_change = last["achieved_change"].abs().groupby(level=0).mean()
+    others_change = last["others_mean_abs_change"].groupby(level=0).mean()
+    return pd.DataFrame(
+        {
+            "controllability": (sample_slope > 0).groupby(level=0).mean(),
+            "slope": per_unit["cross"] / per_unit["spread"].where(per_unit["spread"] > 0),
+            "specificity": tuned_change / others_change.where(others_change > 0),
+            "prob_change": (last["target_prob"] - first["target_prob"]).groupby(level=0).mean(),
+            "class_kept": (last["pred"] == last["class"]).groupby(level=0).mean(),
+        }
+    ).rename_axis("unit")
+
+
+def selective_counts(concepts: pd.DataFrame) -> pd.DataFrame:
+    """Per measure: how many units were tested and how many are selective, for the report."""
+    _require_columns(concepts, "concepts", ["unit", "measure", "selective", "effect"])
+    grouped = concepts.groupby("measure", sort=False)
+    counts = pd.DataFrame(
+        {
+            "units": grouped["unit"].nunique(),
+            "selective": grouped["selective"].sum().astype(np.int64),
+            "increase": grouped.apply(lambda g: int((g["selective"] & (g["effect"] > 0)).sum()), include_groups=False),
+        }
+    )
+    counts["decrease"] = counts["selective"] - counts["increase"]
+    counts["fraction"] = counts["selective"] / counts["units"]
+    return counts.reset_index()
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q); NaN stays NaN and is not counted as a test."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    if valid.size == 0:
+        return q
+    order = valid[np.argsort(p[valid], kind="stable")]
+    ranked = p[order] * valid.size / np.arange(1, valid.size + 1)
+    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q
+
+
+def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{name}: column {missing[0]!r} missing")
+
+
+def _direction_null(directions: pd.DataFrame, measures: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Over random directions: the mean and standard deviation of their trimmed change, and the
+    mean squared standard error of one direction's trimmed change, each ``[M]``."""
+    n_directions = directions["unit"].nunique()
+    if n_directions < MIN_NULL_DIRECTIONS:
+        raise ValueError(
+            f"nulls: need at least {MIN_NULL_DIRECTIONS} '{RANDOM_DIRECTION}' controls, got {n_directions}"
+        )
+    _, per_direction = _by_unit(directions, measures)
+    effects = trimmed_mean(per_direction)  # [J, M]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (
+            np.nanmean(effects, axis=0),
+            np.nanstd(effects, axis=0, ddof=1),
+            np.nanmean(_trimmed_mean_variance(per_direction)[0], axis=0),
+            n_directions,
+        )
+
+
+def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmean`` that gives NaN for an all-NaN slice without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+def _by_unit(unit_changes: pd.DataFrame, measures: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit ids and their changes as ``[U, M, n_max]``, NaN-padded where a unit has fewer samples."""
+    frame = unit_changes.sort_values(["unit", "sample"], kind="stable")
+    units, starts, counts = np.unique(frame["unit"].to_numpy(), return_index=True, return_counts=True)
+    position = np.arange(len(frame)) - np.repeat(starts, counts)
+    row = np.repeat(np.arange(len(units)), counts)
+    n_max = int(counts.max()) if len(counts) else 0
+    values = np.full((len(units), n_max, len(measures)), np.nan)
+    values[row, position] = frame[measures].to_numpy(dtype=np.float64)
+    return units, values.transpose(0, 2, 1).copy()
+
+
+def trimmed_mean(values: np.ndarray, proportion: float = TRIM) -> np.ndarray:
+    """Mean of each row along the last axis after dropping ``floor(proportion * n)`` values at each end.
+
+    NaNs are ignored (``n`` counts the others); rows with too few values give NaN.
+    """
+    ordered, count, cut = _sorted_with_cut(values, proportion)
+    sums = np.concatenate([np.zeros((*ordered.shape[:-1], 1)), np.cumsum(np.nan_to_num(ordered), axis=-1)], axis=-1)
+    kept = count - 2 * cut
+    upper = np.take_along_axis(sums, (count - cut)[..., None], axis=-1)[..., 0]
+    lower = np.take_along_axis(sums, cut[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(kept > 0, (upper - lower) / kept, np.nan)
+
+
+def _sorted_with_cut(values: np.ndarray, proportion: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ordered = np.sort(values, axis=-1)  # NaNs last
+    count = np.sum(~np.isnan(values), axis=-1)
+    return ordered, count, np.floor(proportion * count).astype(np.int64)
+
+
+def _winsorised_variance(values: np.ndarray, proportion: float = TRIM) -> np.ndarray:
+    """Sample variance along the last axis after pulling the trimmed values in to the nearest kept one."""
+    ordered, count, cut = _sorted_with_cut(values, proportion)
+    last = np.maximum(count - cut - 1, 0)
+    low = np.take_along_axis(ordered, cut[..., None], axis=-1)
+    high = np.take_along_axis(ordered, last[..., None], axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanvar(np.clip(values, low, high), axis=-1, ddof=1)
+
+
+def _trimmed_mean_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Squared standard error of the trimmed mean along the last axis (Yuen), and the kept count."""
+    count = np.sum(~np.isnan(values), axis=-1)
+    kept = count - 2 * np.floor(TRIM * count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = (count - 1) * _winsorised_variance(values) / (kept * (kept - 1))
+    return np.where(kept > 1, variance, np.nan), kept
+
+
+def _yuen_p(values: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Two-sided Yuen p of each unit's changes ``[U, M, n]`` against the noise changes ``[M, k]``.
+
+    With no noise rows this is the one-sample trimmed t-test against zero change.
+    """
+
+    def moments(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        spread, kept = _trimmed_mean_variance(data)
+        return trimmed_mean(data), spread, kept
+
+    mean, spread, kept = moments(values)
+    if noise.shape[-1]:
+        noise_mean, noise_spread, noise_kept = moments(noise)
+        noise_spread = np.nan_to_num(noise_spread)
+    else:
+        noise_mean, noise_spread, noise_kept = np.zeros(values.shape[1]), np.zeros(values.shape[1]), np.zeros(1)
+    total = spread + noise_spread
+    difference = mean - noise_mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise_term = np.where(noise_kept > 1, noise_spread**2 / (noise_kept - 1), 0.0)
+        df = total**2 / (spread**2 / (kept - 1) + noise_term)
+        p = 2 * scipy_stats.t.sf(np.abs(difference) / np.sqrt(total), df=df)
+    # Without any spread the data decide exactly: a change is certain, no change is none.
+    p = np.where(total == 0, np.where(difference != 0, 0.0, 1.0), p)
+    return np.where(kept > 1, p, np.nan)
+
+
+def _bootstrap_effect_ci(
+    values: np.ndarray, location: np.ndarray, scale: np.ndarray, n_boot: int, seed: int, ci: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap of the effect over each unit's samples, ``[U, M]`` each.
+
+    Units with the same number of samples share their resampling indices, so a block of
+    units is resampled, sorted and trimmed in one go.
+    """
+    units, n_measures, n_max = values.shape
+    low = np.full((units, n_measures), np.nan)
+    high = np.full((units, n_measures), np.nan)
+    if n_boot < 1 or n_max == 0:
+        return low, high
+    rng = np.random.default_rng(seed)
+    samples_per_unit = (~np.isnan(values)).any(axis=1).sum(axis=1)
+    tails = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
+    for n in np.unique(samples_per_unit):
+        if n < 2:
+            continue
+        picks = rng.integers(0, n, size=(n_boot, n))
+        members = np.flatnonzero(samples_per_unit == n)
+        for start in range(0, len(members), BOOT_UNIT_BLOCK):
+            block = members[start : start + BOOT_UNIT_BLOCK]
+            # Each unit's samples are packed first, so positions 0..n-1 are its samples.
+            resampled = values[block, :, :n][:, :, picks]  # [block, M, n_boot, n]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                boot_effect = (trimmed_mean(resampled) - location[block, :, None]) / scale[block, :, None]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low[block], high[block] = np.nanpercentile(boot_effect, tails, axis=2)
+    return low, high

@@ -1,0 +1,295 @@
+"""Ground truth for the whole pipeline: a glass-box classifier with planted and null units.
+
+:func:`planted_classifier` wraps any classifier. Its units are the base classifier's, then
+planted units whose activation is a known function of the image, then null units. Use it
+as a classifier spec::
+
+    {kind: python, entrypoint: "pipeline.validation:planted_classifier",
+     kwargs: {base_spec: {kind: builtin, name: shapes-classifier}, n_null: 16, seed: 0}}
+
+- Planted units read simple statistics of the image (below), standardised on a sample of
+  the shapes world, and apply a function to them, once per gain/offset pair (default: one
+  copy). ``PLANTED_TRUTH`` names the measure each function should be explained by. Copies
+  of one function are collinear, and a linear link shares a function's weight among them:
+  with three copies each moved its measure about a third as far, and the effects fell two
+  to three times, so several copies test the statistics less than several functions do.
+- ``HELD_BACK_TRUTH`` is a second set of functions, nonlinear or 0.7/0.3 mixtures of two
+  statistics whose dominant one is the truth, chosen with ``held_back=True``. Nothing in
+  the project is tuned on them.
+- Null units are pure noise: a seeded hash of the image bytes, so re-encoding the same
+  render gives the same value (runs stay reproducible and resumable) while the value has no
+  relation to anything visible.
+- The head is the base head on the base units only (zero weight on the others), so the
+  predictions, and thus which samples are accepted, do not change; ``spatial_features`` is
+  the base's, so object masks are the base classifier's too.
+
+The image statistics are computed independently of :mod:`pipeline.measures`: the object
+is a soft mask of pixels whose colour differs from the median colour of the image border,
+while the measures' masks come from the classifier's features and a colour model. Both
+assume that the border shows background; otherwise a planted unit and the measure it should
+be found by agree only through the images.
+
+:func:`score_validation` turns the pipeline's outputs into precision and recall of the top
+concept over planted units, and the fraction of null-unit tests that came out selective.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline.models.registry import load_classifier
+from pipeline.world import sample
+
+LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
+# Colour distance (RGB, in [0, 1]) from the border colour where a pixel starts to count as
+# object, and the width of the ramp to full weight.
+OBJECT_DISTANCE = 0.08
+OBJECT_RAMP = 0.08
+REFERENCE_IMAGES = 512
+REFERENCE_SEED = 12345
+DEFAULT_GAINS = (1.0,)
+DEFAULT_OFFSETS = (0.0,)
+
+Statistics = Mapping[str, torch.Tensor]
+
+# name -> (true measure, function of the standardised statistics)
+PLANTED_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {
+    "object_redness": ("object.redness", lambda z: z["object_redness"]),
+    "object_area": ("object.area", lambda z: z["object_area"]),
+    "object_x": ("object.x", lambda z: z["object_x"]),
+    "object_y": ("object.y", lambda z: z["object_y"]),
+    "object_luminance": ("object.luminance", lambda z: z["object_luminance"]),
+    "background_luminance": ("background.luminance", lambda z: z["background_luminance"]),
+}
+HELD_BACK_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {
+    "object_y_tanh": ("object.y", lambda z: torch.tanh(1.5 * z["object_y"])),
+    "object_saturation_exp": ("object.saturation", lambda z: torch.exp(0.8 * z["object_saturation"])),
+    "object_luminance_mix": (
+        "object.luminance",
+        lambda z: 0.7 * z["object_luminance"] + 0.3 * z["background_luminance"],
+    ),
+    "object_area_mix": ("object.area", lambda z: 0.7 * z["object_area"] + 0.3 * z["object_redness"]),
+}
+PLANTED_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in PLANTED_FUNCTIONS.items()}
+HELD_BACK_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in HELD_BACK_FUNCTIONS.items()}
+
+
+def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The glass-box statistics of images float [B, 3, H, W] in [0, 1], each ``[B]``."""
+    batch, _, height, width = images.shape
+    x = images.float()
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, 1:-1, 0], x[:, :, 1:-1, -1]], dim=2)
+    border_colour = border.median(dim=2).values[:, :, None, None]
+    distance = (x - border_colour).square().sum(dim=1).sqrt()
+    weight = ((distance - OBJECT_DISTANCE) / OBJECT_RAMP).clamp(0.0, 1.0)  # [B, H, W]
+    background = 1.0 - weight
+    object_total = weight.sum(dim=(1, 2)).clamp_min(1e-6)
+    background_total = background.sum(dim=(1, 2)).clamp_min(1e-6)
+
+    def object_mean(values: torch.Tensor) -> torch.Tensor:
+        return (values * weight).sum(dim=(1, 2)) / object_total
+
+    xs = ((torch.arange(width, device=x.device) + 0.5) / width).view(1, 1, width)
+    ys = ((torch.arange(height, device=x.device) + 0.5) / height).view(1, height, 1)
+    luma = torch.einsum("c,bchw->bhw", torch.tensor(LUMA_WEIGHTS, device=x.device), x)
+    largest = x.amax(dim=1)
+    saturation = (largest - x.amin(dim=1)) / largest.clamp_min(1e-6)
+    return {
+        "object_area": weight.mean(dim=(1, 2)),
+        "object_x": object_mean(xs.expand(batch, height, width)),
+        "object_y": object_mean(ys.expand(batch, height, width)),
+        "object_redness": object_mean(x[:, 0] - 0.5 * (x[:, 1] + x[:, 2])),
+        "object_luminance": object_mean(luma),
+        "object_saturation": object_mean(saturation),
+        "background_luminance": (luma * background).sum(dim=(1, 2)) / background_total,
+    }
+
+
+class PlantedClassifier(nn.Module):
+    """Base units, then planted units, then null units; the base head on the base units."""
+
+    def __init__(
+        self,
+        base: Any,
+        functions: Mapping[str, tuple[str, Callable[[Statistics], torch.Tensor]]],
+        n_null: int,
+        seed: int,
+        gains: Sequence[float],
+        offsets: Sequence[float],
+    ):
+        super().__init__()
+        if len(gains) != len(offsets) or not gains:
+            raise ValueError(f"gains and offsets must be equally long and non-empty, got {gains!r} and {offsets!r}")
+        if n_null < 0:
+            raise ValueError(f"n_null must be >= 0, got {n_null}")
+        self.base = base
+        self.base_units = int(base.num_units)
+        self.num_classes = getattr(base, "num_classes", None)
+        self.functions = dict(functions)
+        self.gains = torch.tensor(list(gains), dtype=torch.float32)
+        self.offsets = torch.tensor(list(offsets), dtype=torch.float32)
+        self.n_null = n_null
+        self.seed = seed
+        copies = len(gains)
+        self.num_units = self.base_units + len(self.functions) * copies + n_null
+
+        names = [f"base:{k}" for k in range(self.base_units)]
+        self.unit_truth: dict[int, str | None] = {}
+        for name, (truth, _) in self.functions.items():
+            for copy in range(copies):
+                self.unit_truth[len(names)] = truth
+                names.append(f"planted:{name}:{copy}")
+        for k in range(n_null):
+            self.unit_truth[len(names)] = None
+            names.append(f"null:{k}")
+        self.unit_names = names
+
+        self.reference_mean, self.reference_std = reference_statistics()
+        self._null_projections: dict[tuple[int, str], torch.Tensor] = {}
+
+        base_head = getattr(base, "head", None)
+        if base_head is None:
+            self.head = None
+        elif isinstance(base_head, nn.Linear):
+            self.head = nn.Linear(self.num_units, base_head.out_features, bias=base_head.bias is not None)
+            with torch.no_grad():
+                self.head.weight.zero_()
+                self.head.weight[:, : self.base_units] = base_head.weight
+                if base_head.bias is not None:
+                    self.head.bias.copy_(base_head.bias)
+        else:
+            self.head = _BaseUnitsHead(base_head, self.base_units)
+        if hasattr(base, "spatial_features"):
+            self.spatial_features = base.spatial_features
+        self.eval()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base.features(x)
+        planted = self.planted_activations(x).to(base.dtype)
+        null = self.null_activations(x).to(base.dtype)
+        return torch.cat([base, planted, null], dim=1)
+
+    def planted_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, functions x copies]``: offset + gain x function, function-major."""
+        statistics = image_statistics(x)
+        z = {k: (v - self.reference_mean[k]) / self.reference_std[k] for k, v in statistics.items()}
+        values = torch.stack([function(z) for _, function in self.functions.values()], dim=1)  # [B, F]
+        gains, offsets = self.gains.to(x.device), self.offsets.to(x.device)
+        return (offsets[None, None, :] + gains[None, None, :] * values[:, :, None]).flatten(1)
+
+    def null_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, n_null]`` standard normal values, a seeded hash of each image."""
+        if self.n_null == 0:
+            return x.new_zeros(x.shape[0], 0)
+        # Quantising to 8 bits first makes the hash depend on the image, not on float noise;
+        # a random projection of thousands of pixel values spans thousands of integers, so
+        # its fractional part is uniform and changes completely with any pixel.
+        levels = (x.detach().flatten(1).to(torch.float64) * 255).round()
+        projected = levels @ self._projection(levels.shape[1], levels.device)
+        uniform = torch.remainder(projected, 1.0).clamp(1e-7, 1 - 1e-7)
+        return (math.sqrt(2.0) * torch.erfinv(2 * uniform - 1)).float()
+
+    def _projection(self, size: int, device: torch.device) -> torch.Tensor:
+        key = (size, str(device))
+        if key not in self._null_projections:
+            generator = torch.Generator().manual_seed(self.seed)
+            projection = torch.randn(size, self.n_null, generator=generator, dtype=torch.float64)
+            self._null_projections[key] = projection.to(device)
+        return self._null_projections[key]
+
+    def to(self, *args, **kwargs) -> PlantedClassifier:
+        if not isinstance(self.base, nn.Module):
+            self.base = self.base.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+
+class _BaseUnitsHead(nn.Module):
+    def __init__(self, head: Callable[[torch.Tensor], torch.Tensor], base_units: int):
+        super().__init__()
+        self.base_head = head
+        self.base_units = base_units
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return self.base_head(r[:, : self.base_units])
+
+
+def planted_classifier(
+    base_spec: Mapping[str, Any],
+    planted: Sequence[str] | None = None,
+    n_null: int = 16,
+    seed: int = 0,
+    *,
+    held_back: bool = False,
+    gains: Sequence[float] = DEFAULT_GAINS,
+    offsets: Sequence[float] = DEFAULT_OFFSETS,
+) -> PlantedClassifier:
+    """The glass-box classifier: ``base_spec``'s classifier plus planted and null units.
+
+    ``planted`` names functions of ``PLANTED_TRUTH`` (or of ``HELD_BACK_TRUTH`` with
+    ``held_back=True``); None plants all of them. Each is planted once per gain/offset pair.
+    """
+    table = HELD_BACK_FUNCTIONS if held_back else PLANTED_FUNCTIONS
+    names = list(table) if planted is None else list(planted)
+    unknown = [name for name in names if name not in table]
+    if unknown:
+        raise ValueError(f"planted: unknown function {unknown[0]!r}; known: {', '.join(table)}")
+    base = load_classifier(base_spec)
+    return PlantedClassifier(base, {name: table[name] for name in names}, n_null, seed, gains, offsets)
+
+
+def score_validation(
+    summary: pd.DataFrame, concepts: pd.DataFrame, planted_truth: Mapping[int, str | None]
+) -> dict[str, Any]:
+    """Precision and recall of the top concept over planted units, and the null units' false rate.
+
+    ``planted_truth`` maps unit ids to their true measure, or to None for a null unit (as
+    :attr:`PlantedClassifier.unit_truth` does). Precision: correct top concepts over planted
+    units that got one; recall: correct top concepts over all planted units; ``null_fdr``:
+    selective tests over all tests of null units.
+    """
+    truth = {int(unit): measure for unit, measure in planted_truth.items()}
+    planted = sorted(unit for unit, measure in truth.items() if measure is not None)
+    nulls = sorted(unit for unit, measure in truth.items() if measure is None)
+    tops = summary.set_index("unit")["top_measure"]
+    missing = [unit for unit in planted + nulls if unit not in tops.index]
+    if missing:
+        raise KeyError(f"summary: planted or null unit {missing[0]} is missing")
+
+    rows = []
+    for unit in planted:
+        top = tops.loc[unit]
+        top = None if pd.isna(top) else str(top)
+        rows.append({"unit": unit, "truth": truth[unit], "top_measure": top, "correct": top == truth[unit]})
+    labelled = [row for row in rows if row["top_measure"] is not None]
+    correct = sum(row["correct"] for row in rows)
+    null_tests = concepts[concepts["unit"].isin(nulls)]
+    return {
+        "precision": correct / len(labelled) if labelled else None,
+        "recall": correct / len(planted) if planted else None,
+        "null_fdr": float(null_tests["selective"].mean()) if len(null_tests) else None,
+        "n_planted": len(planted),
+        "n_labelled": len(labelled),
+        "n_correct": int(correct),
+        "n_null_units": len(nulls),
+        "n_null_tests": len(null_tests),
+        "n_null_selective": int(null_tests["selective"].sum()),
+        "units": rows,
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def reference_statistics() -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation of each statistic over a fixed sample of the shapes world."""
+    images, _, _ = sample(REFERENCE_IMAGES, seed=REFERENCE_SEED)
+    statistics = image_statistics(images)
+    return (
+        {name: float(values.mean()) for name, values in statistics.items()},
+        {name: float(values.std().clamp_min(1e-6)) for name, values in statistics.items()},
+    )

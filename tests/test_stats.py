@@ -1,0 +1,225 @@
+"""Statistics on synthetic tables: planted effects are found, pure noise is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.stats import benjamini_hochberg, classifier_measures, selective_counts, unit_concepts, unit_summary
+
+MEASURES = ["object.x", "object.area", "object.hue", "background.luminance", "image.motion"]
+# Hue is circular with period 1; its changes are kept well inside half a turn.
+MEASURE_SCALE = np.array([1.0, 1.0, 0.05, 1.0, 1.0])
+STEPS = 3
+
+
+def sweeps(
+    rng: np.random.Generator,
+    slopes: np.ndarray,
+    spans: np.ndarray,
+    samples: int,
+    noise: float,
+    unit_ids: np.ndarray,
+) -> pd.DataFrame:
+    """Long table of sweeps whose measures change linearly with the requested value.
+
+    ``slopes [U, M]`` is each unit's change of each measure per unit of requested value,
+    in units of ``MEASURE_SCALE``.
+    """
+    units, n_measures = slopes.shape
+    position = np.linspace(0.0, 1.0, STEPS)
+    requested = spans[:, None, None] * position[None, None, :]  # [U, 1, S]
+    clean = slopes[:, None, :, None] * requested[:, :, None, :]  # [U, 1, M, S]
+    values = clean + noise * rng.standard_normal((units, samples, n_measures, STEPS))
+    values *= MEASURE_SCALE[None, None, :, None]
+    values += rng.uniform(0.0, 1.0, size=(units, samples, n_measures, 1))  # per-sample baselines
+    achieved = requested + 0.1 * rng.standard_normal((units, samples, STEPS))
+    frame = pd.DataFrame(
+        {
+            "unit": np.repeat(unit_ids, samples * STEPS),
+            "class": np.tile(np.repeat(np.arange(samples) % 2, STEPS), units),
+            "sample": np.tile(np.repeat(np.arange(samples), STEPS), units),
+            "step": np.tile(np.arange(STEPS), units * samples),
+            "requested": np.broadcast_to(requested, (units, samples, STEPS)).ravel(),
+            "achieved": achieved.ravel(),
+            "achieved_change": (achieved - achieved[..., :1]).ravel(),
+            "others_mean_abs_change": np.abs(0.05 * rng.standard_normal((units, samples, STEPS))).ravel(),
+            "pred": np.tile(np.repeat(np.arange(samples) % 2, STEPS), units),
+            "pred_prob": 0.9,
+            "target_prob": np.tile(np.linspace(0.9, 0.8, STEPS), units * samples),
+        }
+    )
+    for k, name in enumerate(MEASURES):
+        frame[name] = values[:, :, k, :].ravel()
+    return frame
+
+
+def null_table(
+    rng: np.random.Generator,
+    directions: int,
+    samples: int,
+    spread: float,
+    noise: float,
+    rerender_noise: float | None = None,
+) -> pd.DataFrame:
+    slopes = spread * rng.standard_normal((directions, len(MEASURES)))
+    random_direction = sweeps(rng, slopes, np.full(directions, 1.0), samples, noise, -2 - np.arange(directions))
+    random_direction.insert(0, "control", "random_direction")
+    rerender_noise = noise if rerender_noise is None else rerender_noise
+    rerender = sweeps(rng, np.zeros((1, len(MEASURES))), np.zeros(1), samples, rerender_noise, np.array([-1]))
+    rerender["requested"] = np.nan
+    rerender.insert(0, "control", "rerender")
+    return pd.concat([rerender, random_direction], ignore_index=True)
+
+
+def test_planted_effects_are_found_with_their_measure_and_sign():
+    rng = np.random.default_rng(0)
+    units, samples = 40, 24
+    slopes = 0.2 * rng.standard_normal((units, len(MEASURES)))  # units like random directions
+    planted = {3: (0, 3.0), 7: (1, -2.5), 11: (2, 2.0), 19: (3, 3.0)}
+    for unit, (measure, slope) in planted.items():
+        slopes[unit, measure] = slope
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
+    nulls = null_table(rng, 32, samples, 0.2, 0.05)
+
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=200, seed=1)
+    summary = unit_summary(concepts, changes).set_index("unit")
+
+    for unit, (measure, slope) in planted.items():
+        assert summary.loc[unit, "top_measure"] == MEASURES[measure]
+        assert np.sign(summary.loc[unit, "top_effect"]) == np.sign(slope)
+        row = concepts[(concepts["unit"] == unit) & (concepts["measure"] == MEASURES[measure])].iloc[0]
+        assert row["ci_low"] <= row["effect"] <= row["ci_high"]
+        assert row["selective"] and row["q"] <= 0.05
+    # The effect is in units of the random directions' spread.
+    assert summary.loc[3, "top_effect"] == pytest.approx(3.0 / 0.2, rel=0.35)
+    others = concepts[~concepts["unit"].isin(planted)]
+    assert others["selective"].mean() <= 0.05
+    assert set(concepts.columns) >= {"unit", "measure", "effect", "ci_low", "ci_high", "p", "q", "selective"}
+
+
+def test_units_exchangeable_with_random_directions_keep_the_false_discoveries_below_five_percent():
+    rng = np.random.default_rng(2)
+    units, samples = 60, 16
+    changes = sweeps(
+        rng, 0.3 * rng.standard_normal((units, len(MEASURES))), np.ones(units), samples, 0.1, np.arange(units)
+    )
+    nulls = null_table(rng, 40, samples, 0.3, 0.1)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
+    assert concepts["selective"].mean() <= 0.05
+    p = concepts["p_random"].to_numpy()
+    # Under the null the p-values are roughly uniform, not piled at 0.
+    assert 0.3 < np.mean(p > 0.5) < 0.7
+
+
+def test_units_that_change_nothing_are_never_selective():
+    rng = np.random.default_rng(3)
+    units, samples = 30, 16
+    changes = sweeps(rng, np.zeros((units, len(MEASURES))), np.ones(units), samples, 0.1, np.arange(units))
+    nulls = null_table(rng, 20, samples, 0.3, 0.1)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
+    assert not concepts["selective"].any()
+
+
+def test_a_unit_that_beats_random_directions_but_not_the_render_cycle_is_not_selective():
+    rng = np.random.default_rng(4)
+    samples = 12
+    slopes = np.zeros((2, len(MEASURES)))
+    slopes[0, 0] = 0.5
+    changes = sweeps(rng, slopes, np.ones(2), samples, 0.2, np.arange(2))
+    # Random directions barely move object.x, but rendering and re-encoding the same
+    # activation drifts it by as much as the unit does.
+    nulls = null_table(rng, 20, samples, 0.01, 0.01, rerender_noise=0.2)
+    chain = (nulls["control"] == "rerender") & (nulls["step"] == STEPS - 1)
+    nulls.loc[chain, "object.x"] += 0.5
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0).set_index(["unit", "measure"])
+    row = concepts.loc[(0, "object.x")]
+    assert row["p_random"] < 1e-3 and row["effect"] > 10
+    # The unit and the chain change x alike, so their p-value is uniform; 0.01 leaves room.
+    assert row["p_rerender"] > 0.01 and row["p"] == row["p_rerender"]
+    assert not row["selective"]
+
+
+def test_one_failed_sample_does_not_decide_a_concept():
+    rng = np.random.default_rng(6)
+    units, samples = 20, 20
+    slopes = 0.2 * rng.standard_normal((units, len(MEASURES)))
+    slopes[0, 1] = 3.0  # unit 0 grows the area
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
+    nulls = null_table(rng, 24, samples, 0.2, 0.05)
+    # A broken mask in one render of unit 0 and of unit 1: a huge jump in area and x.
+    for unit in (0, 1):
+        broken = (changes["unit"] == unit) & (changes["sample"] == 3) & (changes["step"] == STEPS - 1)
+        changes.loc[broken, ["object.area", "object.x"]] += [-40.0, 25.0]
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=100).set_index(["unit", "measure"])
+    assert concepts.loc[(0, "object.area"), "selective"] and concepts.loc[(0, "object.area"), "effect"] > 5
+    assert not concepts.loc[(0, "object.x"), "selective"] and not concepts.loc[(1, "object.x"), "selective"]
+    assert abs(concepts.loc[(1, "object.x"), "mean_change"]) > 1.0  # the plain mean would be fooled
+
+
+def test_circular_measures_use_the_short_way_round():
+    rng = np.random.default_rng(5)
+    samples = 20
+    changes = sweeps(rng, np.zeros((1, len(MEASURES))), np.ones(1), samples, 0.001, np.arange(1))
+    # Hue goes from 0.95 to 0.05 (a step of +0.1 across the wrap) in every sample.
+    changes["object.hue"] = np.tile(np.array([0.95, 0.0, 0.05]), samples)
+    nulls = null_table(rng, 20, samples, 0.01, 0.001)
+    nulls["object.hue"] = nulls["object.hue"] % 1.0
+    row = unit_concepts(changes, nulls, MEASURES, n_boot=0).set_index("measure").loc["object.hue"]
+    assert row["mean_change"] == pytest.approx(0.1, abs=1e-9)
+    assert row["effect"] > 0
+
+
+def test_classifier_measures_follow_their_definitions():
+    rows = []
+    for sample, achieved in enumerate([[0.0, 1.0, 2.0], [0.0, 0.5, 1.0], [2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]):
+        for step in range(3):
+            rows.append(
+                {
+                    "unit": 5, "class": 1, "sample": sample, "step": step, "requested": float(step),
+                    "achieved": achieved[step], "achieved_change": achieved[step] - achieved[0],
+                    "others_mean_abs_change": 0.5 * step,
+                    "pred": 1 if sample < 3 or step < 2 else 0, "target_prob": 0.9 - 0.1 * step,
+                }
+            )  # fmt: skip
+    measures = classifier_measures(pd.DataFrame(rows)).loc[5]
+    assert measures["controllability"] == pytest.approx(0.75)
+    assert measures["slope"] == pytest.approx((1.0 + 0.5 - 1.0 + 1.0) / 4)
+    assert measures["specificity"] == pytest.approx(np.mean([2.0, 1.0, 2.0, 2.0]) / 1.0)
+    assert measures["prob_change"] == pytest.approx(-0.2)
+    assert measures["class_kept"] == pytest.approx(0.75)
+
+
+def test_benjamini_hochberg_matches_the_textbook_example():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    q = benjamini_hochberg(p)
+    assert q[3] == pytest.approx(0.02)
+    assert q[0] == pytest.approx(0.02)
+    assert q[2] == pytest.approx(0.04)
+    assert q[1] == pytest.approx(0.04)
+    assert np.isnan(q[4])
+
+
+def test_selective_counts_and_input_errors():
+    concepts = pd.DataFrame(
+        {
+            "unit": [0, 0, 1, 1],
+            "measure": ["object.x", "object.area"] * 2,
+            "effect": [5.0, 0.1, -4.0, 0.2],
+            "selective": [True, False, True, False],
+        }
+    )
+    counts = selective_counts(concepts).set_index("measure")
+    assert counts.loc["object.x", "selective"] == 2
+    assert counts.loc["object.x", "increase"] == 1 and counts.loc["object.x", "decrease"] == 1
+    assert counts.loc["object.area", "fraction"] == 0.0
+    with pytest.raises(KeyError, match="object.y"):
+        unit_concepts(
+            pd.DataFrame({"unit": [], "sample": [], "step": [], "requested": []}), pd.DataFrame(), ["object.y"]
+        )
+    rng = np.random.default_rng(0)
+    changes = sweeps(rng, np.zeros((1, len(MEASURES))), np.ones(1), 4, 0.1, np.arange(1))
+    nulls = null_table(rng, 2, 4, 0.1, 0.1)
+    with pytest.raises(ValueError, match="random_direction"):
+        unit_concepts(changes, nulls, MEASURES)

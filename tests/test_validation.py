@@ -1,0 +1,164 @@
+"""The glass-box classifier: planted units follow their functions, null units follow nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.models import load_classifier
+from pipeline.validation import (
+    HELD_BACK_TRUTH,
+    PLANTED_FUNCTIONS,
+    PLANTED_TRUTH,
+    PlantedClassifier,
+    image_statistics,
+    planted_classifier,
+    score_validation,
+)
+from pipeline.world import render, sample_factors
+
+SIZE = 48
+BASE_UNITS = 8
+BASE_SPEC = {
+    "kind": "python",
+    "entrypoint": "tests.tiny_models:tiny_classifier",
+    "kwargs": {"num_units": BASE_UNITS, "image_size": SIZE},
+}
+N_NULL = 6
+
+
+GAINS = (1.0, 2.0, -1.5)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return planted_classifier(BASE_SPEC, n_null=N_NULL, seed=3, gains=GAINS, offsets=(0.5, -1.0, 2.0))
+
+
+def circles(n: int, seed: int, **factors) -> torch.Tensor:
+    """Circles whose given factors are set (one value, or one per image), the others random."""
+    _, frame = sample_factors(n, seed)
+    for name, value in factors.items():
+        frame[name] = value
+    return render(np.zeros(n, dtype=np.int64), frame, SIZE)
+
+
+def unit_columns(classifier, function: str) -> list[int]:
+    return [unit for unit, name in enumerate(classifier.unit_names) if name.startswith(f"planted:{function}:")]
+
+
+def test_the_classifier_adds_planted_and_null_units_and_keeps_the_base_head(classifier):
+    base = load_classifier(BASE_SPEC)
+    assert classifier.num_units == BASE_UNITS + len(GAINS) * len(PLANTED_TRUTH) + N_NULL
+    assert classifier.num_classes == base.num_classes
+    images = circles(12, 0)
+    with torch.no_grad():
+        r = classifier.features(images)
+        assert r.shape == (12, classifier.num_units)
+        assert torch.allclose(r[:, :BASE_UNITS], base.features(images), atol=1e-5)
+        assert torch.allclose(classifier.head(r), base.head(base.features(images)), atol=1e-5)
+        assert torch.equal(classifier.spatial_features(images), base.spatial_features(images))
+    truth = classifier.unit_truth
+    assert sorted(truth) == list(range(BASE_UNITS, classifier.num_units))
+    assert sum(measure is None for measure in truth.values()) == N_NULL
+    for function, measure in PLANTED_TRUTH.items():
+        assert all(truth[unit] == measure for unit in unit_columns(classifier, function))
+
+
+@pytest.mark.parametrize(
+    ("function", "factor", "values"),
+    [
+        ("object_x", "x", np.linspace(0.3, 0.7, 40)),
+        ("object_y", "y", np.linspace(0.3, 0.7, 40)),
+        ("object_luminance", "value", np.linspace(0.6, 1.0, 40)),
+        ("object_area", "size", np.linspace(0.16, 0.3, 40)),
+        ("background_luminance", "bg_luminance", np.linspace(0.05, 0.45, 40)),
+        # From cyan (hue 0.5) to red through blue and magenta: redness rises throughout.
+        ("object_redness", "hue", np.linspace(0.5, 1.0, 40) % 1.0),
+    ],
+)
+def test_planted_units_follow_their_function_with_their_gain(classifier, function, factor, values):
+    fixed = {"hue": 0.3, "saturation": 0.9, "value": 0.9, "texture": 0.0, "size": 0.22, "x": 0.5, "y": 0.5}
+    fixed[factor] = values
+    images = circles(len(values), 1, **fixed)
+    with torch.no_grad():
+        activations = classifier.features(images)[:, unit_columns(classifier, function)].numpy()
+    for column, gain in zip(activations.T, GAINS, strict=True):
+        correlation = np.corrcoef(column, values if factor != "hue" else np.arange(len(values)))[0, 1]
+        assert np.sign(correlation) == np.sign(gain)
+        assert abs(correlation) > 0.97
+    # Copies differ by gain and offset only.
+    ratio = np.polyfit(activations[:, 0], activations[:, 1], 1)[0]
+    assert ratio == pytest.approx(2.0, rel=1e-3)
+
+
+def test_glass_box_statistics_match_the_rendered_truth():
+    labels, frame = sample_factors(200, 4)
+    images = render(labels, frame, SIZE)
+    plain = render(labels, frame.assign(value=1.0, saturation=0.0, texture=0.0, bg_luminance=0.0), SIZE)[:, 0]
+    statistics = image_statistics(images)
+    xs = (torch.arange(SIZE) + 0.5) / SIZE
+    true_x = (plain * xs).sum(dim=(1, 2)) / plain.sum(dim=(1, 2))
+    assert np.corrcoef(statistics["object_area"], plain.mean(dim=(1, 2)))[0, 1] > 0.98
+    assert np.corrcoef(statistics["object_x"], true_x)[0, 1] > 0.99
+    assert np.corrcoef(statistics["background_luminance"], frame["bg_luminance"])[0, 1] > 0.95
+
+
+def test_null_units_are_reproducible_noise_unrelated_to_the_image(classifier):
+    labels, frame = sample_factors(400, 5)
+    images = render(labels, frame, SIZE)
+    with torch.no_grad():
+        noise = classifier.null_activations(images).numpy()
+        again = torch.cat([classifier.null_activations(images[k : k + 30]) for k in range(0, 400, 30)]).numpy()
+    assert np.array_equal(noise, again)  # the same render always gives the same value
+    assert np.abs(noise.mean(axis=0)).max() < 0.2 and np.abs(noise.std(axis=0) - 1).max() < 0.15
+    correlations = [abs(np.corrcoef(noise[:, k], frame[name])[0, 1]) for k in range(N_NULL) for name in frame]
+    assert max(correlations) < 0.2
+    other = PlantedClassifier(classifier.base, PLANTED_FUNCTIONS, N_NULL, 4, (1.0,), (0.0,))
+    with torch.no_grad():
+        assert not np.allclose(other.null_activations(images[:5]).numpy(), noise[:5])
+
+
+def test_held_back_functions_are_separate_and_follow_their_truth():
+    held = planted_classifier(BASE_SPEC, n_null=0, seed=0, held_back=True)
+    assert set(held.unit_truth.values()) == set(HELD_BACK_TRUTH.values())
+    assert not set(HELD_BACK_TRUTH) & set(PLANTED_TRUTH)
+    y = np.linspace(0.3, 0.7, 30)
+    images = circles(30, 6, y=y, size=0.2, texture=0.0)
+    column = held.unit_names.index("planted:object_y_tanh:0")
+    with torch.no_grad():
+        activation = held.features(images)[:, column].numpy()
+    assert np.all(np.diff(activation) > 0)  # monotone in y
+    assert abs(np.diff(activation)[:5].mean()) < abs(np.diff(activation)[12:17].mean())  # and saturating
+    with pytest.raises(ValueError, match="object_y_tanh"):
+        planted_classifier(BASE_SPEC, planted=["object_y_tanh"])
+    spec = {"kind": "python", "entrypoint": "pipeline.validation:planted_classifier",
+            "kwargs": {"base_spec": BASE_SPEC, "planted": ["object_x"], "n_null": 2}}  # fmt: skip
+    loaded = load_classifier(spec)
+    assert loaded.num_units == BASE_UNITS + 1 + 2
+
+
+def test_score_validation_counts_top_concepts_and_null_selections():
+    truth = {10: "object.x", 11: "object.x", 12: "object.area", 13: "background.luminance", 20: None, 21: None}
+    summary = pd.DataFrame(
+        {
+            "unit": [0, 10, 11, 12, 13, 20, 21],
+            "top_measure": ["object.hue", "object.x", "object.y", None, "background.luminance", None, "object.x"],
+        }
+    )
+    concepts = pd.DataFrame(
+        {
+            "unit": np.repeat([20, 21], 5),
+            "measure": ["object.x", "object.y", "object.area", "object.hue", "image.motion"] * 2,
+            "selective": [False] * 9 + [True],
+        }
+    )
+    score = score_validation(summary, concepts, truth)
+    assert score["recall"] == pytest.approx(2 / 4)
+    assert score["precision"] == pytest.approx(2 / 3)
+    assert score["null_fdr"] == pytest.approx(1 / 10)
+    assert score["n_null_selective"] == 1 and score["n_labelled"] == 3
+    with pytest.raises(KeyError, match="14"):
+        score_validation(summary, concepts, {**truth, 14: "object.y"})
