@@ -26,12 +26,7 @@ include: "workflow/rules/measure.smk"
 include: "workflow/rules/nulls.smk"
 include: "workflow/rules/concepts.smk"
 include: "workflow/rules/report.smk"
-
-
-# The default models' training rule; optional, so a checkout without it still parses.
-if (Path(workflow.basedir) / "workflow/rules/train.smk").exists():
-
-    include: "workflow/rules/train.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

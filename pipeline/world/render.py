@@ -120,8 +120,8 @@ def render(
 
     frequency = f["texture"] * STRIPES_PER_RADIUS
     shade = 1.0 - STRIPE_AMPLITUDE * 0.5 * (1.0 - torch.cos(2.0 * math.pi * frequency * u))
-    object_rgb = _hsv_to_rgb(f["hue"], f["saturation"], f["value"]) * shade.unsqueeze(1)
-    background_rgb = _hsv_to_rgb(
+    object_rgb = hsv_to_rgb(f["hue"], f["saturation"], f["value"]) * shade.unsqueeze(1)
+    background_rgb = hsv_to_rgb(
         f["bg_hue"], torch.full_like(f["bg_hue"], BACKGROUND_SATURATION), f["bg_luminance"]
     )
     return torch.lerp(background_rgb, object_rgb, coverage).clamp_(0.0, 1.0)
@@ -136,7 +136,7 @@ def _as_range(name: str, spec: float | tuple[float, float]) -> tuple[float, floa
     return low, high
 
 
-def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """HSV in [0, 1] of shape [n, 1, 1] to RGB of shape [n, 3, 1, 1]."""
     k = torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
     kk = (k + h.unsqueeze(1) * 6.0) % 6.0
