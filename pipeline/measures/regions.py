@@ -84,8 +84,11 @@ def object_masks(
     method: str = "auto",
     refine: bool = True,
     batch_size: int = BATCH_SIZE,
+    spatial: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The object region of each image: bool ``[B, H, W]`` on the images' device.
+
+    ``spatial`` optionally holds the classifier's ``spatial_features`` of ``images``.
 
     ``images``: float ``[B, 3, H, W]`` in [0, 1]; ``target_class``: int64 ``[B]``, the class
     whose evidence marks the object (used by the ``cam`` and ``gradient`` methods; may be
@@ -101,7 +104,8 @@ def object_masks(
     for start in range(0, images.shape[0], batch_size):
         batch = slice(start, start + batch_size)
         targets = None if target_class is None else target_class[batch].to(images.device)
-        saliency = saliency_maps(classifier, images[batch], targets, method)
+        maps = None if spatial is None else spatial[batch]
+        saliency = saliency_maps(classifier, images[batch], targets, method, spatial=maps)
         seed = saliency >= otsu_thresholds(saliency.flatten(1))[:, None, None]
         out[batch] = _refine_by_colour(images[batch], saliency, seed, border_limit) if refine else seed
     return out
@@ -117,16 +121,24 @@ def resolve_method(classifier: Any, method: str) -> str:
 
 
 def saliency_maps(
-    classifier: Any, images: torch.Tensor, target_class: torch.Tensor | None, method: str = "auto"
+    classifier: Any,
+    images: torch.Tensor,
+    target_class: torch.Tensor | None,
+    method: str = "auto",
+    spatial: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-image saliency in [0, 1], ``[B, H, W]``, by ``method`` (see :data:`SALIENCY_METHODS`)."""
+    """Per-image saliency in [0, 1], ``[B, H, W]``, by ``method`` (see :data:`SALIENCY_METHODS`).
+
+    ``spatial``: the classifier's ``spatial_features`` of ``images`` when the caller has
+    them already, which saves a second forward pass.
+    """
     method = resolve_method(classifier, method)
     if method == "gradient":
         return _normalise(_gradient_saliency(classifier, images, target_class))
     if not hasattr(classifier, "spatial_features"):
         raise ValueError(f"saliency method {method!r}: the classifier has no spatial_features")
     with torch.no_grad():
-        maps = classifier.spatial_features(images).float()
+        maps = (classifier.spatial_features(images) if spatial is None else spatial).float()
         saliency = _class_activation(classifier, maps, target_class) if method == "cam" else _feature_contrast(maps)
         upsampled = F.interpolate(saliency[:, None], size=images.shape[2:], mode="bilinear", align_corners=False)
     return _normalise(upsampled[:, 0])

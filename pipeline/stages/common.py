@@ -156,9 +156,13 @@ def render_and_encode(
 
     def step(rows: slice) -> None:
         nonlocal logits, images, masks
+        spatial = None
         with torch.no_grad():
             batch = synthesize(generator, w[rows].to(device))
-            features = classifier.features(batch)
+            if mask_classes is not None and hasattr(classifier, "features_and_spatial"):
+                features, spatial = classifier.features_and_spatial(batch)
+            else:
+                features = classifier.features(batch)
             r[rows] = features.float().cpu().numpy()
             if classifier.head is not None:
                 batch_logits = classifier.head(features).float().cpu().numpy()
@@ -172,7 +176,7 @@ def render_and_encode(
         if mask_classes is not None:
             from pipeline.measures import object_masks
 
-            batch_masks = object_masks(classifier, batch, mask_classes[rows].to(device))
+            batch_masks = object_masks(classifier, batch, mask_classes[rows].to(device), spatial=spatial)
             if masks is None:
                 masks = np.empty((n, batch.shape[2], batch.shape[3]), dtype=bool)
             masks[rows] = batch_masks.cpu().numpy()
