@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
+# Idle OpenMP threads sleep instead of spinning, so that jobs sharing a few cores do not
+# steal each other's time.
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: demo test test-slow test-slurm lint bench train-default-models clean
 
@@ -18,6 +21,7 @@ demo: $(BIN)/.installed
 	snakemake --cores all
 
 test: $(BIN)/.installed
+	bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 	$(MAKE) lint
 

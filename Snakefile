@@ -25,6 +25,7 @@ include: "workflow/rules/perturb.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/nulls.smk"
 include: "workflow/rules/concepts.smk"
+include: "workflow/rules/counterfactuals.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/train.smk"
 

@@ -74,7 +74,7 @@ def test_new_classifier_weights_rerun_everything_downstream(project):
     [
         ("stages/link.py", ["link", *AFTER_RANGES]),
         ("stages/concepts.py", ["concepts", "report"]),
-        ("stages/report.py", ["report"]),
+        ("reporting/site.py", ["report"]),
     ],
 )
 def test_editing_a_pipeline_module_reruns_the_stages_that_use_it(project, module, expected):

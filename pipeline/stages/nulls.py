@@ -3,15 +3,24 @@
 Two controls, both over the probe base samples and with the chunk tables' columns plus
 ``control``:
 
-- ``random_direction``: sweeps along random unit-norm directions in activation space,
-  each as long as a typical unit sweep (the median of high - low over units) and centred
-  on the probe samples' mean projection. ``achieved`` is the re-encoded projection.
+- ``random_direction``: sweeps along random unit-norm directions in the link's
+  standardised activation space (r minus its mean, over its standard deviation, both over
+  the accepted train samples the link was fitted on), each as long as a typical unit sweep
+  there (the median of (high - low) / std over units) and centred on the probe samples'
+  mean projection, then mapped back to raw r. ``requested`` and ``achieved`` are the set
+  and the re-encoded projections, in standardised units.
 - ``rerender``: r is linked and rendered, re-encoded to r', which is linked and rendered
   again, and so on for ``steps`` renders. Nothing is requested, so the changes along this
   chain are the noise floor of the render -> re-encode cycle.
 
 Control sweeps have negative ``unit`` ids: -1 for the re-render chain and -2, -3, ... for
 the random directions.
+
+Why the standardised space: units can differ in scale many times over (a ReLU unit that
+rarely fires next to one of unit variance), so a raw random direction would in effect sweep
+the few largest-scale units, and its length, the median raw range, would suit none of them.
+In the space the link was fitted in every unit counts alike, and a unit's own sweep (its
+range, a few of its standard deviations) is measured in the same units as a direction's.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import pandas as pd
 import torch
 
 from pipeline.stages.common import Encoded, load_models, prepare_device, render_and_encode
-from pipeline.stages.link import AffineLink, load_link
+from pipeline.stages.link import AffineLink, load_link, standardisation
 from pipeline.stages.measure import sweep_table
 from pipeline.stages.perturb import sweep_outcomes
 from pipeline.stages.units import probe_rows
@@ -35,6 +44,31 @@ from pipeline.store import read_parquet, read_zarr, write_parquet
 log = logging.getLogger(__name__)
 
 RERENDER_UNIT = -1
+
+
+def link_standardisation(latents_path: str | Path, activations_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit mean and std [U] (float64) of r over the accepted train samples: the link's standardisation.
+
+    The link stage fits its ridge on exactly these rows with :func:`standardisation`, so
+    recomputing it here gives the space the link was fitted in.
+    """
+    latents, _ = read_zarr(latents_path, ["split"])
+    activations, _ = read_zarr(activations_path, ["r", "accepted"])
+    train = activations["accepted"] & (latents["split"] == "train")
+    if not train.any():
+        raise ValueError(f"{activations_path}: no accepted train sample to standardise activations with")
+    mean, std = standardisation(torch.from_numpy(activations["r"][train]).double())
+    return mean.numpy(), std.numpy()
+
+
+def standardised_ranges(ranges: pd.DataFrame, mean: np.ndarray, std: np.ndarray) -> pd.DataFrame:
+    """``ranges`` with low and high in the link's standardised units."""
+    units = ranges["unit"].to_numpy()
+    if units.min() < 0 or units.max() >= len(mean):
+        raise ValueError(f"unit ranges: unit ids must be below the classifier's {len(mean)} units")
+    return ranges.assign(
+        low=(ranges["low"] - mean[units]) / std[units], high=(ranges["high"] - mean[units]) / std[units]
+    )
 
 
 def typical_span(ranges: pd.DataFrame) -> float:
@@ -62,11 +96,29 @@ def direction_sweeps(r: np.ndarray, directions: np.ndarray, span: float, steps: 
     return swept.astype(np.float32), requested
 
 
+def standardised_direction_sweeps(
+    r: np.ndarray, directions: np.ndarray, span: float, steps: int, mean: np.ndarray, std: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw activations [D, P, S, U] swept along ``directions`` of the standardised space
+    ``(r - mean) / std``, and the requested projections [D, S] there (``span`` in standardised units)."""
+    swept, requested = direction_sweeps((r - mean) / std, directions, span, steps)
+    return (swept * std + mean).astype(np.float32), requested
+
+
 def _direction_control(
-    link: AffineLink, r: np.ndarray, classes: np.ndarray, directions: np.ndarray, span: float, steps: int, **render
+    link: AffineLink,
+    r: np.ndarray,
+    classes: np.ndarray,
+    directions: np.ndarray,
+    span: float,
+    steps: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    **render,
 ) -> pd.DataFrame:
+    """Sweeps along ``directions`` [D, U] of the standardised space; ``span`` is in standardised units."""
     d, p = len(directions), len(r)
-    swept, requested = direction_sweeps(r, directions, span, steps)
+    swept, requested = standardised_direction_sweeps(r, directions, span, steps, mean, std)
     with torch.no_grad():
         w = link(torch.from_numpy(swept.reshape(-1, r.shape[1])))
     sweep_classes = torch.from_numpy(
@@ -75,13 +127,14 @@ def _direction_control(
     encoded = render_and_encode(
         w=w, keep_images=True, mask_classes=sweep_classes, label="null random_direction", **render
     )
-    r_hat = encoded.r.reshape(d * p, steps, -1).astype(np.float64)
+    r_hat = (encoded.r.reshape(d * p, steps, -1) - mean) / std
     unit_dirs = np.repeat(directions, p, axis=0)  # [D * P, U]
     tracked = np.einsum("nsu,nu->ns", r_hat, unit_dirs)
     outcomes = sweep_outcomes(encoded, (d * p, steps), tracked, np.tile(classes, d))
-    change = outcomes.pop("r_change")
+    change = outcomes.pop("r_change") / std
     along = np.einsum("nsu,nu->ns", change, unit_dirs)
-    across = change - along[..., None] * unit_dirs[:, None, :]
+    # What moved besides the direction, back in raw units to compare with the units' tables.
+    across = (change - along[..., None] * unit_dirs[:, None, :]) * std
     outcomes["others_mean_abs_change"] = np.abs(across).mean(axis=-1).astype(np.float32)
     outcomes["requested"] = np.repeat(requested, p, axis=0).astype(np.float32)
     return _control_table(
@@ -172,17 +225,20 @@ def null_controls(
     activations, _ = read_zarr(activations_path, ["r"])
     r = activations["r"][rows]
     classes = latents["class"][rows].astype(np.int64)
-    span = typical_span(read_parquet(ranges_path))
+    mean, std = link_standardisation(latents_path, activations_path)
+    span = typical_span(standardised_ranges(read_parquet(ranges_path), mean, std))
     link = load_link(link_path)
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
     render = {"generator": gen, "classifier": clf, "batch_size": batch_size, "device": torch_device}
-    log.info("nulls: %d random directions of length %.4g and a %d-step re-render chain", directions, span, steps)
+    log.info(
+        "nulls: %d random directions of standardised length %.4g and a %d-step re-render chain", directions, span, steps
+    )
     table = pd.concat(
         [
             _rerender_control(link, r, classes, steps, **render),
             _direction_control(
-                link, r, classes, random_directions(directions, r.shape[1], seed), span, steps, **render
+                link, r, classes, random_directions(directions, r.shape[1], seed), span, steps, mean, std, **render
             ),
         ],
         ignore_index=True,

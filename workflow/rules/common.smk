@@ -2,6 +2,7 @@ import functools
 
 from pipeline.models import load_classifier, spec_weights_sha256
 from pipeline.stages.common import code_version
+from pipeline.stages.concepts import is_planted_classifier
 from pipeline.stages.config import ConfigError, chunk_units, select_units
 
 RESULTS = f"results/{config['run']}"
@@ -55,6 +56,11 @@ def renders(path):
     return directory(path) if config["tuning"]["keep_renders"] else temp(directory(path))
 
 
+def validates_concepts():
+    """Whether the classifier is the planted glass-box one, so the concepts can be scored against its truth."""
+    return is_planted_classifier(config["classifier"])
+
+
 def final_outputs():
     outputs = [
         f"{RESULTS}/latents.zarr",
@@ -66,8 +72,11 @@ def final_outputs():
         f"{RESULTS}/tables/null_controls.parquet",
         f"{RESULTS}/concepts/unit_concepts.parquet",
         f"{RESULTS}/concepts/unit_summary.parquet",
-        f"{RESULTS}/report/index.html",
+        f"{RESULTS}/report",
+        *COUNTERFACTUAL_OUTPUTS,
     ]
+    if validates_concepts():
+        outputs.append(f"{RESULTS}/concepts/validation.json")
     if config["tuning"]["keep_renders"]:
         outputs += chunk_files(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")
     return outputs

@@ -23,3 +23,22 @@ rule concepts:
         CONDA_ENV
     script:
         "../scripts/concepts.py"
+
+
+# Only with the planted glass-box classifier (pipeline.validation); rule all asks for it then.
+rule validation:
+    input:
+        concepts=f"{RESULTS}/concepts/unit_concepts.parquet",
+        summary=f"{RESULTS}/concepts/unit_summary.parquet",
+    output:
+        f"{RESULTS}/concepts/validation.json",
+    log:
+        f"{LOGS}/validation.log",
+    params:
+        classifier=model_params("classifier"),
+        code=stage_code("stages.concepts", "validation", *MODEL_CODE),
+    threads: 1
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/validation.py"

@@ -1,20 +1,16 @@
+from pathlib import Path
+
+from pipeline.reporting import build_report
 from pipeline.stages.common import run_stage
-from pipeline.stages.report import write_report
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
 run_stage(
-    write_report,
+    build_report,
     log_path=job.log[0],
     threads=job.threads,
-    out_path=job.output[0],
-    metrics_path=job.input.metrics,
-    ranges_path=job.input.ranges,
-    concepts_path=job.input.concepts,
-    summary_path=job.input.summary,
-    latents_path=job.input.latents,
-    activations_path=job.input.activations,
-    link_path=job.input.link,
-    units=job.params.units,
+    run_dir=Path(job.output[0]).parent,
+    out_dir=job.output[0],
+    classifier=job.params.classifier["spec"],
     generator=job.params.generator["spec"],
     device=job.params.device,
     **job.params.report,

@@ -1,8 +1,7 @@
 """Training and quality gates of the builtin models, from scratch on the shapes world.
 
-One entry point, :func:`train_default_models`, trains the classifier, then the generator
-(which may use the classifier's features as a perceptual loss), then the attribute probe,
-measures the gates and writes weights plus manifests. Every batch is freshly rendered
+One entry point, :func:`train_default_models`, trains the classifier, the generator and
+the attribute probe, measures the gates and writes weights plus manifests. Every batch is freshly rendered
 from a seed derived from ``(seed, stream, step)``, so training never repeats an image,
 evaluation draws from a stream training never touches, and a run is deterministic on the
 CPU for a given seed and thread count.

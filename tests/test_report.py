@@ -1,0 +1,260 @@
+"""The HTML report built from a real run of the tiny workflow (the ``finished_run`` fixture),
+with counterfactuals added by the real counterfactual stage."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from pipeline.counterfactual import counterfactual_pair, summarise_pairs
+from pipeline.reporting import build_report
+from pipeline.reporting.pages import fmt
+from pipeline.reporting.site import CO_CHANGING_UNITS, rank_units, slug, top_units_for
+from pipeline.reporting.svg import SELECTIVE_COLOUR, effect_bars
+from pipeline.store import read_json, read_parquet, write_json
+
+PAIRS = ((0, 1), (1, 0))
+STRIP_SAMPLES = 2
+STRIP_STEPS = 3
+EXAMPLES = 2
+
+
+def built_report(workdir: Path, dest: Path, validation: dict | None = None, **settings) -> Path:
+    """Copy the run of ``workdir`` into ``dest``, add counterfactuals (and ``validation``), build its report.
+
+    Returns the site's folder.
+    """
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    run = dest / config["run"]
+    shutil.copytree(workdir / "results" / config["run"], run)
+    if not (run / "counterfactuals/summary.json").exists():
+        add_counterfactuals(run, config)
+    if validation is not None:
+        write_json(run / "concepts/validation.json", validation)
+    site = dest / "report"
+    defaults = {"samples": STRIP_SAMPLES, "steps": STRIP_STEPS, "counterfactual_examples": EXAMPLES, "top_units": 3}
+    index = build_report(
+        run,
+        site,
+        classifier=config["classifier"],
+        generator=config["generator"],
+        device="cpu",
+        **(defaults | settings),
+    )
+    assert index == site / "index.html"
+    return site
+
+
+def add_counterfactuals(run: Path, config: dict) -> None:
+    folder = run / "counterfactuals"
+    for origin, target in PAIRS:
+        counterfactual_pair(
+            folder / f"{origin}-{target}.parquet",
+            folder / f"{origin}-{target}.zarr",
+            folder / f"{origin}-{target}.png",
+            latents_path=run / "latents.zarr",
+            activations_path=run / "activations.zarr",
+            link_path=run / "link/model.pt",
+            unit_summary_path=run / "concepts/unit_summary.parquet",
+            classifier=config["classifier"],
+            generator=config["generator"],
+            device="cpu",
+            origin=origin,
+            target=target,
+            samples=3,
+            max_steps=6,
+            lr=0.5,
+            w_origin=0.6,
+            w_cos=10.0,
+            check_every=3,
+            optimizer="sgd",
+            top_units=3,
+            batch_size=8,
+        )
+    summarise_pairs(
+        [folder / f"{o}-{t}.parquet" for o, t in PAIRS],
+        run / "concepts/unit_summary.parquet",
+        folder / "summary.parquet",
+        folder / "summary.json",
+        n_boot=50,
+        seed=0,
+    )
+
+
+class References(HTMLParser):
+    """Every href and src of a page, the ids it defines, and its table rows' data attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.references: list[str] = []
+        self.ids: set[str] = set()
+        self.rows: list[dict[str, str]] = []
+        self.tags: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, attributes))
+        for key in ("href", "src"):
+            if key in attributes:
+                self.references.append(attributes[key])
+        if "id" in attributes:
+            self.ids.add(attributes["id"])
+        if tag == "tr" and "data-unit" in attributes:
+            self.rows.append(attributes)
+
+
+def parse(path: Path) -> References:
+    parser = References()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+VALIDATION = {
+    "precision": 0.5,
+    "recall": 0.5,
+    "null_fdr": 0.0,
+    "n_planted": 2,
+    "units": [
+        {"unit": 0, "truth": "object.area", "top_measure": "object.area", "correct": True},
+        {"unit": 1, "truth": "object.hue", "top_measure": None, "correct": False},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def report(finished_run, tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder with counterfactuals and a validation file, its report site)."""
+    dest = tmp_path_factory.mktemp("report")
+    site = built_report(finished_run, dest, validation=VALIDATION)
+    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    return dest / config["run"], site
+
+
+def test_every_page_exists_and_every_reference_resolves_offline(report):
+    run, site = report
+    concepts = read_parquet(run / "concepts/unit_concepts.parquet")
+    expected = {"index.html", "measures.html", "counterfactuals.html"}
+    expected |= {f"measures/{slug(m)}.html" for m in concepts["measure"].unique()}
+    expected |= {f"units/{u}.html" for u in concepts["unit"].unique()}
+    pages = {p.relative_to(site).as_posix() for p in site.rglob("*.html")}
+    assert pages == expected
+
+    for page in site.rglob("*.html"):
+        parsed = parse(page)
+        for reference in parsed.references:
+            target = urlparse(reference)
+            assert not target.scheme and not target.netloc, f"{page.name}: {reference} is not a relative link"
+            if target.path:
+                assert (page.parent / target.path).resolve().is_file(), f"{page.name}: {reference} is missing"
+                assert (page.parent / target.path).resolve().is_relative_to(site.resolve())
+            if target.fragment and not target.path:
+                assert target.fragment in parsed.ids, f"{page.name}: no element #{target.fragment}"
+
+
+def test_index_lists_every_unit_with_its_selective_concepts_and_the_link_metrics(report):
+    run, site = report
+    concepts = read_parquet(run / "concepts/unit_concepts.parquet")
+    metrics = read_json(run / "link/metrics.json")
+    index = parse(site / "index.html")
+    text = (site / "index.html").read_text(encoding="utf-8")
+
+    rows = {int(row["data-unit"]): row["data-concepts"] for row in index.rows}
+    assert sorted(rows) == sorted(concepts["unit"].unique())
+    for unit, group in concepts.groupby("unit"):
+        assert rows[unit].split() == [m.lower() for m in group.loc[group["selective"], "measure"]]
+    for key in ("r2_test", "cycle_unit_corr", "cycle_class_agreement", "mlp_r2_test"):
+        assert f">{fmt(metrics[key])}<" in text
+    assert "img/figures/effects.png" in index.references
+    assert "img/figures/validation.png" in index.references
+    assert "Validation on planted units" in text and ">object.hue</td><td>–</td>" in text
+    assert {"unit-query", "unit-measure", "unit-selective"} <= index.ids
+
+
+def test_unit_page_shows_the_strip_effect_bars_controllability_and_co_changing_units(report):
+    run, site = report
+    concepts = read_parquet(run / "concepts/unit_concepts.parquet")
+    unit = int(concepts["unit"].iloc[0])
+    page = parse(site / "units" / f"{unit}.html")
+    own = concepts[concepts["unit"] == unit]
+
+    width, height = Image.open(site / "img/strips" / f"u{unit}.png").size
+    assert (width + 2) % STRIP_STEPS == 0 and (width + 2) // STRIP_STEPS == (height + 2) // STRIP_SAMPLES
+    bars = [attrs for tag, attrs in page.tags if tag == "rect" and attrs.get("fill") != "none"]
+    assert len(bars) == int(np.isfinite(own["effect"]).sum())
+    assert sum(attrs["fill"] == SELECTIVE_COLOUR for attrs in bars) == int(own["selective"].sum())
+    samples = read_parquet(run / "tables/activation_changes.parquet").query("unit == @unit")["sample"].nunique()
+    lines = [attrs for tag, attrs in page.tags if tag == "polyline"]
+    assert len(lines) == 1 + samples  # the dashed diagonal, then one line per probe sample
+    co_changing = (site / "units" / f"{unit}.html").read_text(encoding="utf-8").split("Co-changing units")[1]
+    listed = re.findall(r"unit (\d+)</", co_changing)
+    assert len(listed) == CO_CHANGING_UNITS and str(unit) not in listed
+
+
+def test_measure_gallery_shows_the_top_units_by_effect(report):
+    run, site = report
+    concepts = read_parquet(run / "concepts/unit_concepts.parquet")
+    measure = concepts["measure"].iloc[0]
+    page = parse(site / "measures" / f"{slug(measure)}.html")
+    strips = [ref for ref in page.references if ref.startswith("../img/strips/")]
+    assert strips == [f"../img/strips/u{u}.png" for u in top_units_for(concepts, measure, 3)]
+
+
+def test_counterfactual_page_shows_every_pair_with_its_images(report):
+    run, site = report
+    summary = read_json(run / "counterfactuals/summary.json")
+    page = parse(site / "counterfactuals.html")
+    text = (site / "counterfactuals.html").read_text(encoding="utf-8")
+
+    assert [(p["origin"], p["target"]) for p in summary["pairs"]] == list(PAIRS)
+    for origin, target in PAIRS:
+        assert f"pair-{origin}-{target}" in page.ids
+        triples = [ref for ref in page.references if ref.startswith(f"img/counterfactuals/{origin}-{target}-")]
+        assert len(triples) == EXAMPLES
+        assert Image.open(site / triples[0]).size[0] > 3 * Image.open(site / triples[0]).size[1] - 12
+    assert f"{summary['pairs'][0]['success_rate']:.0%}" in text
+
+
+def test_max_units_caps_the_unit_pages_to_the_strongest(finished_run, tmp_path):
+    site = built_report(finished_run, tmp_path, max_units=1)
+    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    concepts = read_parquet(tmp_path / config["run"] / "concepts/unit_concepts.parquet")
+    assert [p.stem for p in (site / "units").glob("*.html")] == [str(rank_units(concepts)[0])]
+    index = parse(site / "index.html")
+    assert [r for r in index.references if r.startswith("units/")] == [f"units/{rank_units(concepts)[0]}.html"]
+
+
+def test_ranking_puts_selective_units_first_then_by_largest_effect():
+    concepts = pd.DataFrame(
+        {
+            "unit": [0, 0, 1, 1, 2, 2, 3, 3],
+            "measure": ["a", "b"] * 4,
+            "effect": [9.0, 0.1, 3.0, -4.0, -2.5, 0.2, np.nan, 1.0],
+            "selective": [False, False, True, False, True, False, False, False],
+        }
+    )
+    assert rank_units(concepts) == [1, 2, 0, 3]
+    assert top_units_for(concepts, "a", 2) == [1, 2]
+    assert top_units_for(concepts, "a", 4) == [1, 2, 0]  # NaN effects are not ranked
+    assert slug("part:left ear.hue") == "part_left_ear.hue"
+
+
+def test_effect_bars_draw_one_bar_per_finite_effect_and_escape_names():
+    drawn = effect_bars(
+        ["object.hue", "<b>", "object.x"],
+        np.array([1.5, np.nan, -0.5]),
+        np.array([1.0, np.nan, -1.0]),
+        np.array([2.0, np.nan, 0.1]),
+        np.array([True, False, False]),
+    )
+    assert drawn.count("<rect") == 2
+    assert drawn.count(f"fill='{SELECTIVE_COLOUR}'") == 1
+    assert "<b>" not in drawn and "&lt;b&gt;" in drawn

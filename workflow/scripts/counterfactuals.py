@@ -1,0 +1,22 @@
+from pipeline.counterfactual import counterfactual_pair
+from pipeline.stages.common import run_stage
+
+job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+run_stage(
+    counterfactual_pair,
+    log_path=job.log[0],
+    threads=job.threads,
+    table_path=job.output.table,
+    images_path=job.output.images,
+    panel_path=job.output.panel,
+    latents_path=job.input.latents,
+    activations_path=job.input.activations,
+    link_path=job.input.link,
+    unit_summary_path=job.input.unit_summary,
+    classifier=job.params.classifier["spec"],
+    generator=job.params.generator["spec"],
+    device=job.params.device,
+    origin=int(job.wildcards.origin),
+    target=int(job.wildcards.target),
+    **job.params.counterfactuals,
+)

@@ -1,0 +1,13 @@
+from pipeline.stages.common import run_stage
+from pipeline.stages.concepts import validate_concepts
+
+job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+run_stage(
+    validate_concepts,
+    log_path=job.log[0],
+    threads=job.threads,
+    concepts_path=job.input.concepts,
+    summary_path=job.input.summary,
+    out_path=job.output[0],
+    classifier=job.params.classifier["spec"],
+)
