@@ -3,6 +3,7 @@ from pathlib import Path
 from snakemake.utils import min_version
 
 from pipeline.stages.config import load_schema, validate_config
+from pipeline.validation import planted_run_config
 
 min_version("9.0")
 
@@ -28,6 +29,19 @@ include: "workflow/rules/concepts.smk"
 include: "workflow/rules/counterfactuals.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/train.smk"
+
+
+# The ground-truth run beside this one: this very workflow with the glass-box classifier,
+# under results/{run}/validation, its rules prefixed validation_.
+if runs_validation():
+
+    module planted_validation:
+        snakefile:
+            "Snakefile"
+        config:
+            planted_run_config(config, classifier_units())
+
+    use rule * from planted_validation exclude all, train_default_models as validation_*
 
 
 rule all:

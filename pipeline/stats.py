@@ -30,6 +30,10 @@ For each unit u and measure m, the change of a sample is its last step minus its
 - ``p_rerender``: Yuen's test (Welch's test on trimmed means with winsorised variances) of
   the unit's per-sample changes against the re-render chain's, i.e. whether the unit moves
   the measure consistently beyond the noise of rendering.
+- For magnitudes that cannot be negative (``image.motion``, how far the image moved), both
+  tests are one-sided: a unit counts only where it moves the image more than the nulls. A
+  unit that barely acts moves it less than any random direction, which is no concept; a
+  two-sided test flagged such units, the null units of the validation among them.
 - ``p``: the larger of the two, so a unit must beat both nulls (an intersection-union
   test, valid without assumptions on how the two relate).
 - ``q``: Benjamini-Hochberg over all units x measures; ``selective``: ``q <= q_level`` and
@@ -49,7 +53,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from pipeline.measures import RELATIVE_QUANTITIES, measure_changes, quantity_of
+from pipeline.measures import MAGNITUDE_QUANTITIES, RELATIVE_QUANTITIES, measure_changes, quantity_of
 
 RANDOM_DIRECTION = "random_direction"
 RERENDER = "rerender"
@@ -89,7 +93,7 @@ def unit_concepts(
     directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
     rerender = null_changes[null_changes["control"] == RERENDER]
 
-    null_mean, null_sd, null_noise, n_directions = _direction_null(directions, measures)
+    null_mean, null_sd, null_noise, n_directions = direction_null(directions, measures)
     units, values = _by_unit(unit_changes, measures)  # [U, M, n]
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
@@ -100,11 +104,12 @@ def unit_concepts(
         effect = np.where(scale > 0, (trimmed_change - location) / scale, np.nan)
     # Under the null the unit is one more random direction, but its trimmed change may be
     # noisier than theirs (fewer or more variable samples): that excess noise widens the test.
-    excess_noise = np.clip(_trimmed_mean_variance(values)[0] - null_noise, 0.0, None)
+    excess_noise = np.clip(trimmed_mean_variance(values)[0] - null_noise, 0.0, None)
     with np.errstate(invalid="ignore", divide="ignore"):
         t_random = (trimmed_change - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
-    p_random = 2 * scipy_stats.t.sf(np.abs(t_random), df=n_directions - 1)
-    p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T)
+    upper_only = np.array([quantity_of(measure) in MAGNITUDE_QUANTITIES for measure in measures])
+    p_random = _t_p_value(t_random, n_directions - 1, upper_only)
+    p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
     p = np.fmax(p_random, p_rerender)
     p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
     q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
@@ -238,7 +243,7 @@ def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> 
         raise KeyError(f"{name}: column {missing[0]!r} missing")
 
 
-def _direction_null(directions: pd.DataFrame, measures: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def direction_null(directions: pd.DataFrame, measures: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Over random directions: the mean and standard deviation of their trimmed change, and the
     mean squared standard error of one direction's trimmed change, each ``[M]``."""
     n_directions = directions["unit"].nunique()
@@ -253,7 +258,7 @@ def _direction_null(directions: pd.DataFrame, measures: list[str]) -> tuple[np.n
         return (
             np.nanmean(effects, axis=0),
             np.nanstd(effects, axis=0, ddof=1),
-            np.nanmean(_trimmed_mean_variance(per_direction)[0], axis=0),
+            np.nanmean(trimmed_mean_variance(per_direction)[0], axis=0),
             n_directions,
         )
 
@@ -308,7 +313,7 @@ def _winsorised_variance(values: np.ndarray, proportion: float = TRIM) -> np.nda
         return np.nanvar(np.clip(values, low, high), axis=-1, ddof=1)
 
 
-def _trimmed_mean_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def trimmed_mean_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Squared standard error of the trimmed mean along the last axis (Yuen), and the kept count."""
     count = np.sum(~np.isnan(values), axis=-1)
     kept = count - 2 * np.floor(TRIM * count)
@@ -317,14 +322,21 @@ def _trimmed_mean_variance(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(kept > 1, variance, np.nan), kept
 
 
-def _yuen_p(values: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Two-sided Yuen p of each unit's changes ``[U, M, n]`` against the noise changes ``[M, k]``.
+def _t_p_value(t: np.ndarray, df: np.ndarray | int, upper_only: np.ndarray) -> np.ndarray:
+    """p of t statistics ``[..., M]``: two-sided, or upper-tailed for the measures marked ``upper_only``."""
+    with np.errstate(invalid="ignore"):
+        return np.where(upper_only, scipy_stats.t.sf(t, df=df), 2 * scipy_stats.t.sf(np.abs(t), df=df))
 
-    With no noise rows this is the one-sample trimmed t-test against zero change.
+
+def _yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.ndarray:
+    """Yuen p of each unit's changes ``[U, M, n]`` against the noise changes ``[M, k]``.
+
+    Two-sided, or upper-tailed (the unit's changes larger) where ``upper_only`` ``[M]`` is
+    set. With no noise rows this is the one-sample trimmed t-test against zero change.
     """
 
     def moments(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        spread, kept = _trimmed_mean_variance(data)
+        spread, kept = trimmed_mean_variance(data)
         return trimmed_mean(data), spread, kept
 
     mean, spread, kept = moments(values)
@@ -338,9 +350,10 @@ def _yuen_p(values: np.ndarray, noise: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         noise_term = np.where(noise_kept > 1, noise_spread**2 / (noise_kept - 1), 0.0)
         df = total**2 / (spread**2 / (kept - 1) + noise_term)
-        p = 2 * scipy_stats.t.sf(np.abs(difference) / np.sqrt(total), df=df)
+        p = _t_p_value(difference / np.sqrt(total), df, upper_only)
     # Without any spread the data decide exactly: a change is certain, no change is none.
-    p = np.where(total == 0, np.where(difference != 0, 0.0, 1.0), p)
+    decided = np.where(upper_only, difference > 0, difference != 0)
+    p = np.where(total == 0, np.where(decided, 0.0, 1.0), p)
     return np.where(kept > 1, p, np.nan)
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from copy import deepcopy
 from typing import Any
 
 import pandas as pd
@@ -282,6 +283,38 @@ def score_validation(
         "n_null_selective": int(null_tests["selective"].sum()),
         "units": rows,
     }
+
+
+def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, Any]:
+    """The config of the validation run beside ``config``'s run, in ``results/{run}/validation``.
+
+    Everything is the run's (samples, link, tuning, statistics), except: the classifier is
+    the glass-box one around the run's classifier (with ``config["validation"]``'s planted
+    set), only the planted and null units are swept, and there are no counterfactuals and
+    no nested validation. So its ``validation.json`` says how well the run's own settings
+    find known concepts.
+    """
+    settings = config["validation"]
+    table = HELD_BACK_FUNCTIONS if settings["held_back"] else PLANTED_FUNCTIONS
+    planted = len(table) * len(settings["gains"])
+    nested = deepcopy(dict(config))
+    nested["run"] = f"{config['run']}/validation"
+    nested["classifier"] = {
+        "kind": "python",
+        "entrypoint": f"{__name__}:planted_classifier",
+        "kwargs": {
+            "base_spec": deepcopy(config["classifier"]),
+            "held_back": settings["held_back"],
+            "n_null": settings["n_null"],
+            "seed": settings["seed"],
+            "gains": list(settings["gains"]),
+            "offsets": list(settings["offsets"]),
+        },
+    }
+    nested["units"] = {"start": base_units, "stop": base_units + planted + settings["n_null"]}
+    nested["counterfactuals"] = {**config["counterfactuals"], "pairs": []}
+    nested["validation"] = {**settings, "enabled": False}
+    return nested
 
 
 @functools.lru_cache(maxsize=1)

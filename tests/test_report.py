@@ -38,8 +38,10 @@ def built_report(workdir: Path, dest: Path, validation: dict | None = None, **se
     shutil.copytree(workdir / "results" / config["run"], run)
     if not (run / "counterfactuals/summary.json").exists():
         add_counterfactuals(run, config)
+    validation_path = None
     if validation is not None:
-        write_json(run / "concepts/validation.json", validation)
+        validation_path = run / "concepts/validation.json"
+        write_json(validation_path, validation)
     site = dest / "report"
     defaults = {"samples": STRIP_SAMPLES, "steps": STRIP_STEPS, "counterfactual_examples": EXAMPLES, "top_units": 3}
     index = build_report(
@@ -48,6 +50,7 @@ def built_report(workdir: Path, dest: Path, validation: dict | None = None, **se
         classifier=config["classifier"],
         generator=config["generator"],
         device="cpu",
+        validation_path=validation_path,
         **(defaults | settings),
     )
     assert index == site / "index.html"

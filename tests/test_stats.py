@@ -171,6 +171,35 @@ def test_circular_measures_use_the_short_way_round():
     assert row["effect"] > 0
 
 
+def test_motion_counts_only_when_a_unit_moves_the_image_more_than_random_directions():
+    rng = np.random.default_rng(7)
+    samples, directions = 16, 24
+
+    def with_motion(frame: pd.DataFrame, per_sweep: np.ndarray) -> pd.DataFrame:
+        """Motion as the pipeline stores it: the path length so far, growing over the steps."""
+        sweeps_in_order = frame[["unit", "sample"]].drop_duplicates()
+        growth = np.tile(np.linspace(0.0, 1.0, STEPS), len(sweeps_in_order))
+        frame["image.motion"] = np.repeat(per_sweep, STEPS) * growth
+        return frame
+
+    # Unit 0 barely acts on the image (a unit the link ignores), unit 1 moves it three times
+    # as far as a typical random direction.
+    changes = sweeps(rng, np.zeros((2, len(MEASURES))), np.ones(2), samples, 0.01, np.arange(2))
+    per_unit = np.array([0.01, 3.0])
+    changes = with_motion(changes, np.repeat(per_unit, samples) * (1 + 0.05 * rng.standard_normal(2 * samples)))
+    nulls = null_table(rng, directions, samples, 0.01, 0.01)
+    per_direction = np.abs(1.0 + 0.2 * rng.standard_normal(directions))
+    rerender = nulls["control"] == "rerender"
+    nulls.loc[rerender] = with_motion(nulls.loc[rerender].copy(), np.full(samples, 0.01))
+    jitter = 1 + 0.05 * rng.standard_normal(directions * samples)
+    nulls.loc[~rerender] = with_motion(nulls.loc[~rerender].copy(), np.repeat(per_direction, samples) * jitter)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0).set_index(["unit", "measure"])
+    still, moving = concepts.loc[(0, "image.motion")], concepts.loc[(1, "image.motion")]
+    # Far below every random direction: a large negative effect, yet no concept.
+    assert still["effect"] < -3 and still["p_random"] > 0.5 and not still["selective"]
+    assert moving["effect"] > 5 and moving["selective"]
+
+
 def test_classifier_measures_follow_their_definitions():
     rows = []
     for sample, achieved in enumerate([[0.0, 1.0, 2.0], [0.0, 0.5, 1.0], [2.0, 1.0, 0.0], [0.0, 1.0, 2.0]]):

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from pipeline.models.builtin import weights_path
+from pipeline.stages.config import load_schema, validate_config
 from pipeline.stages.nulls import (
     link_standardisation,
     random_directions,
@@ -23,8 +24,10 @@ from pipeline.stages.nulls import (
     typical_span,
 )
 from pipeline.store import write_zarr
-from tests.conftest import snakemake, tiny_config, write_config
+from pipeline.validation import planted_run_config
+from tests.conftest import REPO_ROOT, snakemake, tiny_config, write_config
 
+SCHEMA = REPO_ROOT / "workflow/schemas/config.schema.yaml"
 BASE_UNITS = 512
 PLANTED = 6
 N_NULL = 8
@@ -102,6 +105,22 @@ def test_validation_is_a_target_only_with_the_planted_classifier(tmp_path: Path)
     write_config(tmp_path / "planted", planted)
     scheduled = snakemake(tmp_path / "planted", "--dry-run", "--cores", "2").stdout
     assert "rule validation:" in scheduled and "results/tiny/concepts/validation.json" in scheduled
+
+
+def test_validation_enabled_runs_the_workflow_again_beside_the_run_on_planted_units(tmp_path: Path) -> None:
+    config = tiny_config() | {"validation": {"enabled": True, "n_null": 2}}
+    write_config(tmp_path, config)
+    scheduled = snakemake(tmp_path, "--dry-run", "--cores", "2").stdout
+    # Every stage of the nested run is scheduled once more, under results/tiny/validation.
+    for stage in ("sample", "extract", "link", "perturb", "measure", "null_controls", "concepts", "validation"):
+        assert f"rule validation_{stage}:" in scheduled, stage
+    assert "results/tiny/validation/concepts/validation.json" in scheduled
+    assert "rule validation_counterfactuals:" not in scheduled and "rule validation_report:" not in scheduled
+    # The planted units and null units follow the tiny classifier's six units.
+    nested = planted_run_config(validate_config(config, load_schema(SCHEMA)), base_units=6)
+    assert nested["run"] == "tiny/validation" and nested["units"] == {"start": 6, "stop": 6 + 12 + 2}
+    assert nested["classifier"]["kwargs"]["base_spec"] == config["classifier"]
+    assert nested["validation"]["enabled"] is False and nested["counterfactuals"]["pairs"] == []
 
 
 @pytest.mark.skipif(bool(MISSING_WEIGHTS), reason=f"builtin weights missing: {', '.join(MISSING_WEIGHTS)}")

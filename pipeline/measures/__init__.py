@@ -8,6 +8,7 @@ renders into one row of ``{region}.{quantity}`` measures per render, and
 from pipeline.measures.image import (
     APPEARANCE_QUANTITIES,
     CIRCULAR_QUANTITIES,
+    MAGNITUDE_QUANTITIES,
     MIN_REGION_PIXELS,
     RELATIVE_QUANTITIES,
     SHAPE_QUANTITIES,
@@ -24,6 +25,7 @@ from pipeline.measures.regions import Segmenter, load_segmenter, object_masks, o
 __all__ = [
     "APPEARANCE_QUANTITIES",
     "CIRCULAR_QUANTITIES",
+    "MAGNITUDE_QUANTITIES",
     "MIN_REGION_PIXELS",
     "MOTION_QUANTITIES",
     "RELATIVE_QUANTITIES",

@@ -55,6 +55,9 @@ APPEARANCE_QUANTITIES: tuple[str, ...] = ("hue", "saturation", "luminance", "red
 CIRCULAR_QUANTITIES: dict[str, float] = {"hue": 1.0, "orientation": math.pi, "motion_direction": 2 * math.pi}
 # Quantities that already measure the change from the first step of a sweep.
 RELATIVE_QUANTITIES: frozenset[str] = frozenset(MOTION_QUANTITIES)
+# Quantities that cannot be negative (how far the image moved): a unit can only move them
+# more than a random direction does; moving them less says only that the unit barely acts.
+MAGNITUDE_QUANTITIES: frozenset[str] = frozenset({"motion"})
 # Tested quantities exclude the direction, which is undefined wherever nothing moved.
 UNTESTED_QUANTITIES: frozenset[str] = frozenset({"motion_direction"})
 

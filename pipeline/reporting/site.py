@@ -67,6 +67,7 @@ def build_report(
     counterfactual_examples: int = 8,
     batch_size: int = 512,
     class_names: Sequence[str] | None = None,
+    validation_path: str | Path | None = None,
 ) -> Path:
     """Write the report of ``run_dir`` (a ``results/{run}`` folder) into ``out_dir``; return its index.
 
@@ -74,8 +75,8 @@ def build_report(
     of them; each measure's gallery shows its ``top_units`` units by |effect|. Strips show
     ``samples`` probe samples at ``steps`` values over each unit's range, rendered again from
     the link and generator. Optional artifacts (the activation-change table,
-    ``concepts/validation.json`` and its figures, counterfactuals) add their sections when
-    present.
+    counterfactuals) add their sections when present; ``validation_path`` names a
+    ``validation.json`` (the run's own, or that of the planted-unit run beside it) to show.
     """
     run = Path(run_dir)
     concepts = read_parquet(run / "concepts/unit_concepts.parquet")
@@ -125,7 +126,7 @@ def build_report(
             strip_caption=strip_caption,
             names=names,
         )
-        _write(site / "index.html", index_page(site, run, metrics, context, ranked))
+        _write(site / "index.html", index_page(site, run, metrics, context, ranked, validation_path))
         _write(site / "measures.html", measures_page(concepts, galleries))
         for measure, units in galleries.items():
             _write(site / "measures" / f"{slug(measure)}.html", gallery_page(measure, units, context))
@@ -201,7 +202,14 @@ def slug(measure: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", measure)
 
 
-def index_page(site: Path, run: Path, metrics: Mapping[str, Any], context: _Context, ranked: Sequence[int]) -> str:
+def index_page(
+    site: Path,
+    run: Path,
+    metrics: Mapping[str, Any],
+    context: _Context,
+    ranked: Sequence[int],
+    validation_path: str | Path | None,
+) -> str:
     concepts = context.concepts
     counts = selective_counts(concepts)
     figures.effect_histograms(concepts, site / "img/figures/effects.png")
@@ -246,7 +254,7 @@ def index_page(site: Path, run: Path, metrics: Mapping[str, Any], context: _Cont
         "<p class='note'>Per measure, the distribution of the units' effects (in spreads of random directions); "
         "selective units in dark blue.</p>",
         str(image("img/figures/effects.png", "histograms of effects per measure", lazy=False)),
-        validation_section(site, run, context),
+        validation_section(site, validation_path, context) if validation_path else "",
         "<h2 id='units'>Units</h2>",
         pages.unit_filter(measure_order(concepts)),
         "<p class='note'>Strongest units first: those with selective measures, by their largest effect.</p>",
@@ -269,15 +277,12 @@ def link_table(metrics: Mapping[str, Any]) -> str:
     return table(header, rows, numeric=[False] + [True] * (len(header) - 1)) + note
 
 
-def validation_section(site: Path, run: Path, context: _Context) -> str:
-    """Ground truth from ``concepts/validation.json`` (see :func:`pipeline.validation.score_validation`).
+def validation_section(site: Path, path: str | Path, context: _Context) -> str:
+    """Ground truth from a ``validation.json`` (see :func:`pipeline.validation.score_validation`).
 
     Its scalar figures as a table; its per-unit rows (planted unit, true measure, top
     concept) as a figure of hits per true measure and a table.
     """
-    path = run / "concepts/validation.json"
-    if not path.exists():
-        return ""
     validation = read_json(path)
     scalars = {k: v for k, v in validation.items() if not isinstance(v, (list, dict))}
     parts = [

@@ -32,8 +32,12 @@ def stage_code(*modules):
 
 
 @functools.cache
+def classifier_units():
+    return load_classifier(config["classifier"]).num_units
+
+
 def selected_units():
-    return select_units(config["units"], load_classifier(config["classifier"]).num_units)
+    return select_units(config["units"], classifier_units())
 
 
 def unit_chunks():
@@ -61,6 +65,20 @@ def validates_concepts():
     return is_planted_classifier(config["classifier"])
 
 
+def runs_validation():
+    """Whether a planted-unit run goes beside this one (validation.enabled, not already planted)."""
+    return config["validation"]["enabled"] and not validates_concepts()
+
+
+def validation_outputs():
+    """The validation.json that scores this run's concepts on planted units, if there is one."""
+    if validates_concepts():
+        return [f"{RESULTS}/concepts/validation.json"]
+    if runs_validation():
+        return [f"{RESULTS}/validation/concepts/validation.json"]
+    return []
+
+
 def final_outputs():
     outputs = [
         f"{RESULTS}/latents.zarr",
@@ -75,8 +93,7 @@ def final_outputs():
         f"{RESULTS}/report",
         *COUNTERFACTUAL_OUTPUTS,
     ]
-    if validates_concepts():
-        outputs.append(f"{RESULTS}/concepts/validation.json")
+    outputs += validation_outputs()
     if config["tuning"]["keep_renders"]:
         outputs += chunk_files(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")
     return outputs

@@ -9,6 +9,7 @@ rule report:
         latents=f"{RESULTS}/latents.zarr",
         activations=f"{RESULTS}/activations.zarr",
         counterfactuals=COUNTERFACTUAL_OUTPUTS,
+        validation=validation_outputs(),
     output:
         directory(f"{RESULTS}/report"),
     log:

@@ -13,5 +13,6 @@ run_stage(
     classifier=job.params.classifier["spec"],
     generator=job.params.generator["spec"],
     device=job.params.device,
+    validation_path=job.input.validation[0] if job.input.validation else None,
     **job.params.report,
 )
