@@ -1,7 +1,8 @@
-"""Device choice, thread settings and out-of-memory backoff for batched model calls."""
+"""Device choice, precision, thread settings and out-of-memory backoff for batched model calls."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -14,6 +15,8 @@ from pipeline.gpu_slots import claim_gpu_slot
 log = logging.getLogger(__name__)
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", *_AUTOCAST_DTYPES)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -36,6 +39,21 @@ def resolve_device(name: str = "auto") -> torch.device:
         if index >= torch.cuda.device_count():
             raise ValueError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context that runs model calls at ``precision`` (fp32 | bf16 | fp16) on ``device``.
+
+    fp32 runs as the models are; bf16 and fp16 are torch autocast, which keeps reductions
+    and other sensitive operations in fp32. fp16 exists only on CUDA; bf16 also on the CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision: fp16 needs a CUDA device, the job runs on {device}; use bf16 or fp32")
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
 def set_threads(threads: int) -> None:

@@ -77,6 +77,18 @@ def test_generator_class_consistency(generator, classifier):
     assert class_consistency(generator, classifier, 200, truncation_psi=0.7, seed=FRESH_SEED) >= 0.85
 
 
+def test_default_models_run_under_bf16_autocast(generator, classifier):
+    z = torch.randn(32, generator.z_dim, generator=torch.Generator().manual_seed(3))
+    w = generator.mapping(z, class_onehot(torch.arange(32) % 5, generator.c_dim), truncation_psi=0.7)
+    with torch.no_grad():
+        exact = classifier((generator.synthesis(w) + 1) / 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            images = generator.synthesis(w)
+            reduced = classifier((images.float() + 1) / 2)
+    assert images.dtype == torch.float32 and torch.isfinite(reduced).all()
+    assert (reduced.argmax(1) == exact.argmax(1)).float().mean() >= 0.9
+
+
 def test_generator_renders_the_factors_of_its_latent(generator):
     z = torch.randn(64, generator.z_dim, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(64) % generator.c_dim

@@ -53,6 +53,12 @@ def test_a_config_change_reruns_its_stage_and_dependents_only(project, section, 
     assert harness.planned_jobs(project, config_name="changed.yaml") == sorted(expected)
 
 
+def test_a_new_precision_reruns_every_stage_that_renders(project):
+    config = copy.deepcopy(harness.TINY_CONFIG) | {"precision": "bf16"}
+    harness.write_config(project, config, name="changed.yaml")
+    assert harness.planned_jobs(project, config_name="changed.yaml") == EVERY_JOB
+
+
 def test_adding_units_runs_only_the_new_chunk(project):
     # chunk_size 3: units 0-5 fill chunks 0 and 1; units 6 and 7 open chunk 2.
     harness.write_config(project, changed_config("units", "stop", 8), name="more.yaml")

@@ -57,11 +57,14 @@ def never_right_classifier() -> NeverRightClassifier:
 
 def test_schema_defaults_equal_the_shipped_default_config() -> None:
     shipped = validate_config(yaml.safe_load((REPO_ROOT / "config/config.yaml").read_text()), SCHEMA)
-    # The one deliberate difference: the default run searches counterfactuals for five class
-    # pairs, while a config that names no pairs (e.g. a small test run) skips that stage.
+    # The deliberate differences: the default run searches counterfactuals for five class
+    # pairs and runs the planted-unit validation beside it, while a config that names no
+    # pairs (e.g. a small test run) skips those stages.
     assert shipped["counterfactuals"].pop("pairs") == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]]
+    assert shipped["validation"].pop("enabled") is True
     defaults = validate_config({}, SCHEMA)
     assert defaults["counterfactuals"].pop("pairs") == []
+    assert defaults["validation"].pop("enabled") is False
     assert defaults == shipped
 
 
@@ -168,6 +171,23 @@ def test_render_and_encode_does_not_depend_on_the_batch_size() -> None:
     np.testing.assert_allclose(small.r, large.r, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(small.images, large.images)
     assert small.images.shape == (10, 32, 32, 3) and small.logits.shape == (10, 8)
+
+
+def test_render_and_encode_at_bf16_stays_close_to_fp32_and_keeps_its_outputs_fp32() -> None:
+    generator, classifier = tiny_generator(), tiny_classifier()
+    w = torch.randn(12, generator.w_dim, generator=torch.Generator().manual_seed(1))
+    kwargs = {"batch_size": 5, "device": torch.device("cpu"), "label": "test", "keep_images": True}
+    exact = render_and_encode(generator, classifier, w, **kwargs)
+    reduced = render_and_encode(generator, classifier, w, precision="bf16", **kwargs)
+    assert reduced.r.dtype == np.float32 and reduced.logits.dtype == np.float32
+    # bf16 keeps 8 bits of mantissa: relative errors of a few percent, not more.
+    scale = np.abs(exact.r).max()
+    assert np.abs(reduced.r - exact.r).max() <= 0.05 * scale
+    assert not np.array_equal(reduced.r, exact.r)
+    with pytest.raises(ValueError, match="precision: fp16 needs a CUDA device"):
+        render_and_encode(generator, classifier, w, precision="fp16", **kwargs)
+    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16, fp16, got 'int8'"):
+        render_and_encode(generator, classifier, w, precision="int8", **kwargs)
 
 
 def test_tile_places_images_on_a_grid_with_gaps() -> None:

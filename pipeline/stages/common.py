@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import pipeline
-from pipeline.device import resolve_device, run_with_backoff, set_threads
+from pipeline.device import autocast, resolve_device, run_with_backoff, set_threads
 from pipeline.models import load_classifier, load_generator
 from pipeline.models.protocols import Classifier, Generator
 
@@ -140,52 +140,86 @@ def render_and_encode(
     label: str,
     keep_images: bool = False,
     mask_classes: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> Encoded:
     """Render latents ``w [N, w_dim]`` and re-encode them with the classifier, in batches.
 
-    Images go from the generator to the classifier as float tensors on ``device``. With
-    ``mask_classes [N]`` the object masks for those classes are computed too; batches shrink
-    on CUDA out-of-memory, and every batch logs a progress line.
+    Images go from the generator to the classifier as float tensors on ``device``, under
+    ``precision`` (:func:`pipeline.device.autocast`). With ``mask_classes [N]`` the object
+    masks for those classes are computed too (in fp32: they are a measurement). Batches
+    shrink on CUDA out-of-memory, and every batch logs a progress line.
+
+    On CUDA the results of a batch travel to pinned host memory with asynchronous copies,
+    and the host unpacks them only after it has queued the next batch, so the device never
+    waits for the host's copying, packing or logging.
     """
     n = len(w)
-    r = np.empty((n, classifier.num_units), dtype=np.float32)
-    logits: np.ndarray | None = None
-    images: np.ndarray | None = None
-    masks: np.ndarray | None = None
+    out: dict[str, np.ndarray] = {"r": np.empty((n, classifier.num_units), dtype=np.float32)}
+    pending: list[_Transfer] = []
     started = time.perf_counter()
 
+    def unpack(transfer: _Transfer) -> None:
+        for name, host in transfer.wait().items():
+            if name not in out:
+                out[name] = np.empty((n, *host.shape[1:]), dtype=host.dtype)
+            out[name][transfer.rows] = host
+        elapsed = time.perf_counter() - started
+        log.info("%s: %d/%d renders (%.0f/s)", label, transfer.rows.stop, n, transfer.rows.stop / max(elapsed, 1e-9))
+
     def step(rows: slice) -> None:
-        nonlocal logits, images, masks
         spatial = None
-        with torch.no_grad():
-            batch = synthesize(generator, w[rows].to(device))
+        results: dict[str, torch.Tensor] = {}
+        with torch.no_grad(), autocast(device, precision):
+            batch = synthesize(generator, w[rows].to(device, non_blocking=True))
             if mask_classes is not None and hasattr(classifier, "features_and_spatial"):
                 features, spatial = classifier.features_and_spatial(batch)
+                spatial = spatial.float()
             else:
                 features = classifier.features(batch)
-            r[rows] = features.float().cpu().numpy()
+            results["r"] = features.float()
             if classifier.head is not None:
-                batch_logits = classifier.head(features).float().cpu().numpy()
-                if logits is None:
-                    logits = np.empty((n, batch_logits.shape[1]), dtype=np.float32)
-                logits[rows] = batch_logits
+                results["logits"] = classifier.head(features).float()
         if keep_images:
-            if images is None:
-                images = np.empty((n, batch.shape[2], batch.shape[3], 3), dtype=np.uint8)
-            images[rows] = to_uint8(batch)
+            results["images"] = (batch * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
         if mask_classes is not None:
             from pipeline.measures import object_masks
 
-            batch_masks = object_masks(classifier, batch, mask_classes[rows].to(device), spatial=spatial)
-            if masks is None:
-                masks = np.empty((n, batch.shape[2], batch.shape[3]), dtype=bool)
-            masks[rows] = batch_masks.cpu().numpy()
-        elapsed = time.perf_counter() - started
-        log.info("%s: %d/%d renders (%.0f/s)", label, rows.stop, n, rows.stop / max(elapsed, 1e-9))
+            results["masks"] = object_masks(classifier, batch, mask_classes[rows].to(device), spatial=spatial)
+        pending.append(_Transfer.start(rows, results))
+        while len(pending) > 1:
+            unpack(pending.pop(0))
 
     run_with_backoff(step, n, batch_size)
-    check_finite(f"{label}: classifier activations", r)
-    return Encoded(r=r, logits=logits, images=images, masks=masks)
+    for transfer in pending:
+        unpack(transfer)
+    check_finite(f"{label}: classifier activations", out["r"])
+    return Encoded(r=out["r"], logits=out.get("logits"), images=out.get("images"), masks=out.get("masks"))
+
+
+@dataclass
+class _Transfer:
+    """Device -> host copies of one batch's results, possibly still in flight."""
+
+    rows: slice
+    host: dict[str, torch.Tensor]
+    done: torch.cuda.Event | None
+
+    @classmethod
+    def start(cls, rows: slice, results: Mapping[str, torch.Tensor]) -> _Transfer:
+        if not all(tensor.is_cuda for tensor in results.values()):
+            return cls(rows, {name: tensor.cpu() for name, tensor in results.items()}, None)
+        host = {}
+        for name, tensor in results.items():
+            host[name] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            host[name].copy_(tensor, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return cls(rows, host, done)
+
+    def wait(self) -> dict[str, np.ndarray]:
+        if self.done is not None:
+            self.done.synchronize()
+        return {name: tensor.numpy() for name, tensor in self.host.items()}
 
 
 def render_images(generator: Generator, w: torch.Tensor, *, batch_size: int, device: torch.device) -> np.ndarray:

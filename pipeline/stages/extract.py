@@ -25,6 +25,7 @@ def extract_activations(
     device: str,
     require_correct: bool,
     batch_size: int,
+    precision: str = "fp32",
 ) -> None:
     """Write ``activations.zarr``: r [N, U], logits [N, C], pred [N] and accepted [N].
 
@@ -35,7 +36,13 @@ def extract_activations(
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
     encoded = render_and_encode(
-        gen, clf, torch.from_numpy(latents["w"]), batch_size=batch_size, device=torch_device, label="extract"
+        gen,
+        clf,
+        torch.from_numpy(latents["w"]),
+        batch_size=batch_size,
+        device=torch_device,
+        label="extract",
+        precision=precision,
     )
     n = len(latents["w"])
     if encoded.logits is None:

@@ -128,11 +128,14 @@ def cycle_metrics(
     batch_size: int,
     device: torch.device,
     label: str,
+    precision: str = "fp32",
 ) -> dict[str, float | None]:
     """r -> link -> render -> r_hat: the median unit correlation and the class agreement."""
     with torch.no_grad():
         w_hat = link.to(device)(r.to(device)).float().cpu()
-    encoded = render_and_encode(generator, classifier, w_hat, batch_size=batch_size, device=device, label=label)
+    encoded = render_and_encode(
+        generator, classifier, w_hat, batch_size=batch_size, device=device, label=label, precision=precision
+    )
     correlations = unit_correlations(r.numpy(), encoded.r)
     agreement = None if encoded.logits is None else float(np.mean(encoded.logits.argmax(axis=1) == classes))
     return {
@@ -221,6 +224,7 @@ def fit_link(
     mlp_hidden: int,
     mlp_epochs: int,
     batch_size: int,
+    precision: str = "fp32",
 ) -> None:
     """Fit the link on accepted training samples; write ``model.pt`` and ``metrics.json``.
 
@@ -251,6 +255,7 @@ def fit_link(
             "cv_mse": cv_mse,
             "n_train": int(train.sum()),
             "n_test": int(test.sum()),
+            "precision": precision,
             "num_units": int(r.shape[1]),
             "w_dim": int(w.shape[1]),
             "r2_train": r2_score(affine(r[train]), w[train]),
@@ -258,7 +263,7 @@ def fit_link(
         }
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
-    cycle = {"batch_size": batch_size, "device": torch_device}
+    cycle = {"batch_size": batch_size, "device": torch_device, "precision": precision}
     metrics |= cycle_metrics(affine, gen, clf, r[test], latents["class"][test], label="link cycle", **cycle)
     mlp_link = None
     if mlp:

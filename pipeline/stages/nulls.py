@@ -218,6 +218,7 @@ def null_controls(
     directions: int,
     seed: int,
     batch_size: int,
+    precision: str = "fp32",
 ) -> None:
     """Write ``tables/null_controls.parquet`` with both controls over the probe samples."""
     rows = probe_rows(latents_path, activations_path)
@@ -230,7 +231,9 @@ def null_controls(
     link = load_link(link_path)
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
-    render = {"generator": gen, "classifier": clf, "batch_size": batch_size, "device": torch_device}
+    render = {
+        "generator": gen, "classifier": clf, "batch_size": batch_size, "device": torch_device, "precision": precision
+    }
     log.info(
         "nulls: %d random directions of standardised length %.4g and a %d-step re-render chain", directions, span, steps
     )

@@ -4,6 +4,8 @@ Because the link is affine (w = W r + b), setting unit i of base activation r to
 gives ``w = link(r) + W[:, i] * (v - r_i)``: every (unit, sample, step) latent of a chunk is
 one broadcast expression, rendered in batches. Each render is classified again, so the
 tables say how far the unit really moved, what else moved, and what the class became.
+
+With ``tuning.adaptive`` a chunk is swept by :mod:`pipeline.stages.perturb_adaptive` instead.
 """
 
 from __future__ import annotations
@@ -74,6 +76,74 @@ def sweep_outcomes(
     return outcomes
 
 
+def render_sweeps(
+    w: torch.Tensor,
+    units: np.ndarray,
+    classes: np.ndarray,
+    requested: np.ndarray,
+    generator: Any,
+    classifier: Any,
+    *,
+    batch_size: int,
+    device: torch.device,
+    label: str,
+    precision: str = "fp32",
+) -> dict[str, np.ndarray]:
+    """Render and re-encode N sweeps of S steps: latents ``w [N, S, w_dim]`` of unit ``units[n]``
+    on a base sample of class ``classes[n]``, set to ``requested [N, S]``.
+
+    Returns per render ([N, S, ...]): images, masks, requested, others_mean_abs_change and
+    the columns of :func:`sweep_outcomes`.
+    """
+    n, steps = requested.shape
+    encoded = render_and_encode(
+        generator,
+        classifier,
+        w.reshape(-1, w.shape[-1]),
+        batch_size=batch_size,
+        device=device,
+        label=label,
+        keep_images=True,
+        mask_classes=torch.from_numpy(np.ascontiguousarray(np.repeat(classes, steps))),
+        precision=precision,
+    )
+    r_hat = encoded.r.reshape(n, steps, -1)
+    tracked = np.take_along_axis(r_hat, np.asarray(units)[:, None, None], axis=-1)[..., 0]
+    outcomes = sweep_outcomes(encoded, (n, steps), tracked, classes)
+    change = np.abs(outcomes.pop("r_change"))
+    tuned_change = np.abs(outcomes["achieved_change"])
+    others = (change.sum(axis=-1) - tuned_change) / max(1, change.shape[-1] - 1)
+    height, width = encoded.images.shape[1:3]
+    return {
+        "images": encoded.images.reshape(n, steps, height, width, 3),
+        "masks": encoded.masks.reshape(n, steps, height, width),
+        "requested": requested.astype(np.float32),
+        "others_mean_abs_change": others.astype(np.float32),
+        **outcomes,
+    }
+
+
+def chunk_sweeps(
+    latents_path: str | Path,
+    activations_path: str | Path,
+    ranges_path: str | Path,
+    units: Sequence[int],
+    steps: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What a chunk sweeps: probe sample ids [P], their classes [P] and activations r [P, U],
+    the unit ids [K] and their sweep values [K, steps]."""
+    rows = probe_rows(latents_path, activations_path)
+    latents, _ = read_zarr(latents_path, ["class"])
+    activations, _ = read_zarr(activations_path, ["r"])
+    ranges = read_parquet(ranges_path).set_index("unit")
+    missing = sorted(set(units) - set(ranges.index))
+    if missing:
+        raise ValueError(f"{ranges_path}: no range for unit {missing[0]}")
+    unit_ids = np.asarray(units, dtype=np.int64)
+    values = sweep_values(ranges.loc[unit_ids, "low"].to_numpy(), ranges.loc[unit_ids, "high"].to_numpy(), steps)
+    return rows, latents["class"][rows], activations["r"][rows], unit_ids, values
+
+
 def perturb_chunk(
     out_path: str | Path,
     *,
@@ -87,6 +157,7 @@ def perturb_chunk(
     device: str,
     steps: int,
     batch_size: int,
+    precision: str = "fp32",
 ) -> None:
     """Write ``renders/chunk-{k}.zarr`` for the chunk's ``units`` over all probe samples.
 
@@ -94,52 +165,37 @@ def perturb_chunk(
     [K, P, S, H, W], and per render: requested, achieved, achieved_change,
     others_mean_abs_change, pred, pred_prob, target_prob; plus unit [K], sample [P], class [P].
     """
-    rows = probe_rows(latents_path, activations_path)
-    latents, _ = read_zarr(latents_path, ["class"])
-    activations, _ = read_zarr(activations_path, ["r"])
-    ranges = read_parquet(ranges_path).set_index("unit")
-    missing = sorted(set(units) - set(ranges.index))
-    if missing:
-        raise ValueError(f"{ranges_path}: no range for unit {missing[0]}")
-    unit_ids = np.asarray(units, dtype=np.int64)
-    values = sweep_values(ranges.loc[unit_ids, "low"].to_numpy(), ranges.loc[unit_ids, "high"].to_numpy(), steps)
-    r = torch.from_numpy(activations["r"][rows])
-    classes = latents["class"][rows]
+    rows, classes, r, unit_ids, values = chunk_sweeps(latents_path, activations_path, ranges_path, units, steps)
     k, p = len(unit_ids), len(rows)
-    w = sweep_latents(load_link(link_path), r, unit_ids, torch.from_numpy(values))
+    w = sweep_latents(load_link(link_path), torch.from_numpy(r), unit_ids, torch.from_numpy(values))
 
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
-    sweep_classes = np.broadcast_to(classes[None, :, None], (k, p, steps)).reshape(-1)
     log.info("perturb: %d units x %d samples x %d steps = %d renders", k, p, steps, k * p * steps)
-    encoded = render_and_encode(
+    sweeps = render_sweeps(
+        w.reshape(k * p, steps, -1),
+        np.repeat(unit_ids, p),
+        np.tile(classes, k),
+        np.repeat(values, p, axis=0),
         gen,
         clf,
-        w.reshape(-1, w.shape[-1]),
         batch_size=batch_size,
         device=torch_device,
         label=f"perturb units {unit_ids[0]}-{unit_ids[-1]}",
-        keep_images=True,
-        mask_classes=torch.from_numpy(np.ascontiguousarray(sweep_classes)),
+        precision=precision,
     )
-    r_hat = encoded.r.reshape(k, p, steps, -1)
-    tracked = np.take_along_axis(r_hat, unit_ids[:, None, None, None], axis=-1)[..., 0]
-    outcomes = sweep_outcomes(encoded, (k * p, steps), tracked.reshape(k * p, steps), np.tile(classes, k))
-    change = np.abs(outcomes.pop("r_change")).reshape(k, p, steps, -1)
-    tuned_change = np.abs(outcomes["achieved_change"]).reshape(k, p, steps)
-    others = (change.sum(axis=-1) - tuned_change) / max(1, change.shape[-1] - 1)
-    height, width = encoded.images.shape[1:3]
+    grid = {name: array.reshape(k, p, *array.shape[1:]) for name, array in sweeps.items()}
     write_zarr(
         out_path,
         {
-            "images": encoded.images.reshape(k, p, steps, height, width, 3),
-            "masks": encoded.masks.reshape(k, p, steps, height, width),
+            "images": grid.pop("images"),
+            "masks": grid.pop("masks"),
             "unit": unit_ids,
             "sample": rows.astype(np.int64),
             "class": classes.astype(np.int64),
-            "requested": np.broadcast_to(values[:, None, :], (k, p, steps)).astype(np.float32),
-            "others_mean_abs_change": others.astype(np.float32),
-            **{name: array.reshape(k, p, steps) for name, array in outcomes.items()},
+            "requested": grid.pop("requested"),
+            "others_mean_abs_change": grid.pop("others_mean_abs_change"),
+            **grid,
         },
         attrs={"steps": steps},
     )

@@ -89,6 +89,7 @@ def sample_latents(
     require_correct: bool,
     max_draws: int,
     batch_size: int,
+    precision: str = "fp32",
 ) -> None:
     """Write ``latents.zarr``: w [N, w_dim], class, seed, draw and split per sample.
 
@@ -123,7 +124,9 @@ def sample_latents(
         seeds = np.concatenate([sample_seeds(seed, c, d) for c, d in zip(pending, draws, strict=True)])
         w = map_latents(gen, latents_from_seeds(gen, seeds), label, truncation, batch_size, torch_device)
         if filtering:
-            encoded = render_and_encode(gen, clf, w, batch_size=batch_size, device=torch_device, label="sample")
+            encoded = render_and_encode(
+                gen, clf, w, batch_size=batch_size, device=torch_device, label="sample", precision=precision
+            )
             accepted = encoded.logits.argmax(axis=1) == label
         else:
             accepted = np.ones(len(w), dtype=bool)

@@ -14,6 +14,7 @@ rule link:
     params:
         link=config["link"],
         device=config["device"],
+        precision=config["precision"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
         code=stage_code("stages.link", *MODEL_CODE),

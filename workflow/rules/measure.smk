@@ -1,17 +1,20 @@
-rule measure:
-    input:
-        f"{RESULTS}/renders/chunk-{{chunk}}.zarr",
-    output:
-        f"{RESULTS}/tables/chunk-{{chunk}}.parquet",
-    log:
-        f"{LOGS}/measure/chunk-{{chunk}}.log",
-    params:
-        code=stage_code("stages.measure", "measures"),
-    threads: 2
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/measure.py"
+# With tuning.adaptive the perturb jobs measure their own renders and write the chunk tables.
+if not config["tuning"]["adaptive"]["enabled"]:
+
+    rule measure:
+        input:
+            f"{RESULTS}/renders/chunk-{{chunk}}.zarr",
+        output:
+            f"{RESULTS}/tables/chunk-{{chunk}}.parquet",
+        log:
+            f"{LOGS}/measure/chunk-{{chunk}}.log",
+        params:
+            code=stage_code("stages.measure", "measures"),
+        threads: 2
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/measure.py"
 
 
 rule gather_tables:

@@ -14,6 +14,7 @@ rule null_controls:
         seed=config["tuning"]["null_seed"],
         batch_size=config["tuning"]["batch_size"],
         device=config["device"],
+        precision=config["precision"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
         code=stage_code(

@@ -7,6 +7,7 @@ rule sample:
         samples=config["samples"],
         classes=config["classes"],
         device=config["device"],
+        precision=config["precision"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
         code=stage_code("stages.sample", *MODEL_CODE),

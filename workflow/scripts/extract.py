@@ -11,6 +11,7 @@ run_stage(
     classifier=job.params.classifier["spec"],
     generator=job.params.generator["spec"],
     device=job.params.device,
+    precision=job.params.precision,
     require_correct=job.params.require_correct,
     batch_size=job.params.batch_size,
 )

@@ -13,5 +13,6 @@ run_stage(
     classifier=job.params.classifier["spec"],
     generator=job.params.generator["spec"],
     device=job.params.device,
+    precision=job.params.precision,
     **job.params.link,
 )

@@ -14,6 +14,7 @@ run_stage(
     classifier=job.params.classifier["spec"],
     generator=job.params.generator["spec"],
     device=job.params.device,
+    precision=job.params.precision,
     steps=job.params.steps,
     directions=job.params.directions,
     seed=job.params.seed,

@@ -15,6 +15,7 @@ run_stage(
     classifier=job.params.classifier["spec"],
     generator=job.params.generator["spec"],
     device=job.params.device,
+    precision=job.params.precision,
     steps=job.params.steps,
     batch_size=job.params.batch_size,
 )

@@ -11,5 +11,6 @@ run_stage(
     generator=job.params.generator["spec"],
     classes=job.params.classes,
     device=job.params.device,
+    precision=job.params.precision,
     **job.params.samples,
 )

@@ -226,7 +226,8 @@ class ShapesGenerator(nn.Module):
         shade = 1.0 - self.stripe_amplitude * (1.0 - torch.cos((2 * math.pi) * frequency * u + phase))
         obj = torch.sigmoid(appearance[:, 0:3]).unsqueeze(2) * shade.unsqueeze(1)  # [B, 3, P]
         bg = torch.sigmoid(appearance[:, 3:6]).unsqueeze(2)
-        img = torch.lerp(bg, obj, coverage)
+        # Compositing in fp32 lets the generator run under autocast, whose layers return bf16/fp16.
+        img = torch.lerp(bg.float(), obj.float(), coverage.float())
         img = (img * 2 - 1).view(n, self.img_channels, res, res)
         if return_parameters:
             return img, pose, appearance
