@@ -37,8 +37,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check pipeline tests bench workflow/scripts
 	snakemake --lint
 
+# The CPU benchmarks; bench/gpu_check.sh is the one for a GPU machine.
 bench: $(BIN)/.installed
 	$(BIN)/python bench/world_throughput.py
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/paper_loop.py --device cpu --units 32 --samples 16 --paper-samples 2 --batch-size 512 \
+		--classifier-spec '{"kind": "builtin", "name": "shapes-classifier"}' \
+		--generator-spec '{"kind": "builtin", "name": "shapes-generator"}'
 
 train-default-models: $(BIN)/.installed
 	snakemake --cores all train_default_models

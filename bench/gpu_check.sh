@@ -26,7 +26,7 @@ if command -v nvidia-smi >/dev/null; then
 fi
 
 echo "== adapters on $DEVICE"
-timeout 90 "$PYTHON" - "$DEVICE" <<'PYTHON'
+timeout 60 "$PYTHON" - "$DEVICE" <<'PYTHON'
 import sys
 import tempfile
 import warnings
@@ -103,4 +103,4 @@ fi
 
 echo "== perturbation throughput on $DEVICE"
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-timeout 120 "$PYTHON" bench/paper_loop.py --device "$DEVICE" ${BENCH_ARGS:-}
+timeout 150 "$PYTHON" bench/paper_loop.py --device "$DEVICE" ${BENCH_ARGS:-}
