@@ -143,6 +143,16 @@ def test_state_dict_file_is_loaded_and_hashed(tmp_path):
     assert spec_weights_sha256(spec, "classifier") == file_sha256(path)
 
 
+def test_a_python_spec_hashes_the_weights_of_the_model_spec_it_wraps(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(load_classifier(torchvision_spec()).network.state_dict(), path)
+    base = torchvision_spec(weights=str(path))
+    spec = {"kind": "python", "entrypoint": "pipeline.validation:planted_classifier", "kwargs": {"base_spec": base}}
+    assert spec_weights_sha256(spec, "classifier") == file_sha256(path)
+    no_nested = {"kind": "python", "entrypoint": "tests.tiny_models:tiny_classifier", "kwargs": {"seed": 1}}
+    assert spec_weights_sha256(no_nested, "classifier") == ""
+
+
 def test_weights_enum_resolves_from_the_local_cache_only(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     spec = torchvision_spec(weights="ResNet18_Weights.IMAGENET1K_V1")

@@ -106,6 +106,11 @@ def spec_weights_sha256(spec: Mapping[str, Any], role: str) -> str:
     Snakemake rules pass it as a param, so replacing a weights file re-runs every stage
     downstream of that model. Builtin models resolve to the weights shipped in the package.
     """
-    _lookup(_CLASSIFIERS if role == "classifier" else _GENERATORS, spec, role)
-    files = _WEIGHT_FILES[role, spec["kind"]](spec)
+    files = spec_weight_files(spec, role)
     return ",".join(file_sha256(f) if Path(f).is_file() else f"missing:{f}" for f in files)
+
+
+def spec_weight_files(spec: Mapping[str, Any], role: str) -> list[Path]:
+    """The files a spec loads (``role``: classifier or generator), for :func:`spec_weights_sha256`."""
+    _lookup(_CLASSIFIERS if role == "classifier" else _GENERATORS, spec, role)
+    return list(_WEIGHT_FILES[role, spec["kind"]](spec))

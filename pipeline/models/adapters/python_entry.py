@@ -1,17 +1,21 @@
 """``kind: python``: any classifier or generator built by a factory the user names.
 
 Spec: ``{kind: python, entrypoint: "package.module:factory", kwargs: {...}}``. The factory
-returns an object that speaks the classifier or generator protocol.
+returns an object that speaks the classifier or generator protocol. A kwarg that is itself a
+model spec of the same role (a mapping with a ``kind``, such as the glass-box classifier's
+``base_spec``) is taken to be loaded by the factory, so its weight files count as this
+spec's: new weights there re-run the stages that use this model.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pipeline.models.protocols import Classifier, Generator
-from pipeline.models.registry import ModelSpecError, register_classifier, register_generator
+from pipeline.models.registry import ModelSpecError, register_classifier, register_generator, spec_weight_files
 
 _CLASSIFIER_ATTRS = ("features", "num_units")
 _GENERATOR_ATTRS = ("mapping", "synthesis", "z_dim", "c_dim", "w_dim", "num_ws")
@@ -37,7 +41,15 @@ def _build(spec: Mapping[str, Any], role: str, required: tuple[str, ...]) -> Any
     return model
 
 
-@register_classifier("python")
+def _nested_weight_files(role: str):
+    def files(spec: Mapping[str, Any]) -> list[Path]:
+        nested = [value for value in dict(spec.get("kwargs") or {}).values() if isinstance(value, Mapping)]
+        return [file for value in nested if "kind" in value for file in spec_weight_files(value, role)]
+
+    return files
+
+
+@register_classifier("python", _nested_weight_files("classifier"))
 def load_python_classifier(spec: Mapping[str, Any]) -> Classifier:
     model = _build(spec, "classifier", _CLASSIFIER_ATTRS)
     if not hasattr(model, "num_classes"):
@@ -45,6 +57,6 @@ def load_python_classifier(spec: Mapping[str, Any]) -> Classifier:
     return model
 
 
-@register_generator("python")
+@register_generator("python", _nested_weight_files("generator"))
 def load_python_generator(spec: Mapping[str, Any]) -> Generator:
     return _build(spec, "generator", _GENERATOR_ATTRS)
