@@ -45,11 +45,8 @@ from pipeline.stages.link import AffineLink
 from pipeline.stages.perturb import sweep_latents, sweep_values
 from pipeline.store import write_parquet, write_zarr
 
-STYLEGAN2_LIKE_256 = {
-    "kind": "python",
-    "entrypoint": "pipeline.models.builtin.generator:ShapesGenerator",
-    "kwargs": {"c_dim": 1000, "w_dim": 512, "hidden": 512, "channels": [512, 512, 512, 512, 256, 128]},
-}
+# bench/stylegan2_like.py, importable as a top-level module when this file runs as a script.
+STYLEGAN2_LIKE_256 = {"kind": "python", "entrypoint": "stylegan2_like:StyleGAN2Like", "kwargs": {"c_dim": 1000}}
 RESNET50 = {"kind": "torchvision", "name": "resnet50", "weights": None}
 QUICK_GENERATOR = {"kind": "python", "entrypoint": "pipeline.models.builtin.generator:ShapesGenerator"}
 QUICK_CLASSIFIER = {

@@ -535,3 +535,22 @@ def test_paper_loop_baseline_renders_the_sweeps_of_the_batched_path(xl_pickle, t
     assert np.ptp(batched_images.astype(int), axis=0).max() > 10, "the sweep must change the render"
     batched = np.take_along_axis(encoded.r.reshape(2, 2, 3, -1), units[:, None, None, None], axis=-1)[..., 0]
     np.testing.assert_allclose(achieved.transpose(1, 0, 2), batched, atol=0.05 * float(np.abs(batched).max()))
+
+
+def test_the_benchmarks_stylegan2_like_stand_in_speaks_the_generator_protocol(monkeypatch):
+    monkeypatch.syspath_prepend(str(CODE_DIR.parents[2] / "bench"))
+    kwargs = {"c_dim": 4, "widths": [16, 8, 8]}
+    spec = {"kind": "python", "entrypoint": "stylegan2_like:StyleGAN2Like", "kwargs": kwargs}
+    generator = load_generator(spec)
+    assert (generator.img_resolution, generator.num_ws) == (16, 6)
+    z = torch.randn(3, generator.z_dim, generator=torch.Generator().manual_seed(0))
+    c = torch.nn.functional.one_hot(torch.tensor([0, 1, 3]), 4).float()
+    with torch.no_grad():
+        ws = generator.mapping(z, c, truncation_psi=0.7)
+        images = generator.synthesis(ws)
+    assert ws.shape == (3, 6, generator.w_dim) and images.shape == (3, 3, 16, 16)
+    assert images.abs().max() <= 1 and images.std() > 0.05
+    # With w_avg at zero, truncation 0 gives the same w for every sample of a class.
+    with torch.no_grad():
+        same = generator.mapping(z[:2], c[[0, 0]], truncation_psi=0.0)
+    torch.testing.assert_close(same[0], same[1])
