@@ -108,9 +108,14 @@ def synthesize(generator: Generator, w: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1.0) / 2.0).clamp_(0.0, 1.0)
 
 
+def pack_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [B, 3, H, W] in [0, 1] -> uint8 [B, H, W, 3] on the images' device."""
+    return (images * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [B, 3, H, W] in [0, 1] -> uint8 [B, H, W, 3]."""
-    return (images * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """float [B, 3, H, W] in [0, 1] -> uint8 [B, H, W, 3] in host memory."""
+    return pack_uint8(images).cpu().numpy()
 
 
 def check_finite(name: str, values: np.ndarray) -> None:
@@ -180,7 +185,7 @@ def render_and_encode(
             if classifier.head is not None:
                 results["logits"] = classifier.head(features).float()
         if keep_images:
-            results["images"] = (batch * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+            results["images"] = pack_uint8(batch)
         if mask_classes is not None:
             from pipeline.measures import object_masks
 
