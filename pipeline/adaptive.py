@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from pipeline.measures import MAGNITUDE_QUANTITIES, RELATIVE_QUANTITIES, measure_changes, quantity_of
+from pipeline.measures import RELATIVE_QUANTITIES, measure_changes, quantity_of
 from pipeline.stats import (
     DEFAULT_MIN_EFFECT,
     RANDOM_DIRECTION,
@@ -74,6 +74,7 @@ from pipeline.stats import (
     trimmed_mean,
     trimmed_mean_variance,
     unit_concepts,
+    upper_tailed,
 )
 
 # A 20% trimmed mean of fewer keeps too few samples for a standard error to predict from.
@@ -151,7 +152,7 @@ class SequentialTest:
         chain = null_changes.loc[null_changes["control"] == RERENDER, self.measures].to_numpy(np.float64).T
         self.rerender_change = trimmed_mean(chain)
         self.rerender_variance = np.nan_to_num(trimmed_mean_variance(chain)[0])
-        self.upper_only = np.array([quantity_of(m) in MAGNITUDE_QUANTITIES for m in self.measures])
+        self.upper_only = upper_tailed(self.measures)
         self.is_motion = np.array([quantity_of(m) in RELATIVE_QUANTITIES for m in self.measures])
         tail = np.where(self.upper_only, design.futility_p, design.futility_p / 2)
         self.t_needed = scipy_stats.t.isf(tail, self.n_directions - 1)

@@ -107,7 +107,7 @@ def unit_concepts(
     excess_noise = np.clip(trimmed_mean_variance(values)[0] - null_noise, 0.0, None)
     with np.errstate(invalid="ignore", divide="ignore"):
         t_random = (trimmed_change - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
-    upper_only = np.array([quantity_of(measure) in MAGNITUDE_QUANTITIES for measure in measures])
+    upper_only = upper_tailed(measures)
     p_random = _t_p_value(t_random, n_directions - 1, upper_only)
     p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
     p = np.fmax(p_random, p_rerender)
@@ -222,6 +222,11 @@ def selective_counts(concepts: pd.DataFrame) -> pd.DataFrame:
     counts["decrease"] = counts["selective"] - counts["increase"]
     counts["fraction"] = counts["selective"] / counts["units"]
     return counts.reset_index()
+
+
+def upper_tailed(measures: Sequence[str]) -> np.ndarray:
+    """Per measure, whether its tests are one-sided (upper tail): the magnitudes, such as motion."""
+    return np.array([quantity_of(measure) in MAGNITUDE_QUANTITIES for measure in measures], dtype=bool)
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
