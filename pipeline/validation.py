@@ -13,9 +13,14 @@ as a classifier spec::
   of one function are collinear, and a linear link shares a function's weight among them:
   with three copies each moved its measure about a third as far, and the effects fell two
   to three times, so several copies test the statistics less than several functions do.
-- ``HELD_BACK_TRUTH`` is a second set of functions, nonlinear or 0.7/0.3 mixtures of two
-  statistics whose dominant one is the truth, chosen with ``held_back=True``. Nothing in
-  the project is tuned on them.
+- Two held-back sets of functions, nonlinear or 0.7/0.3 mixtures of two statistics whose
+  dominant one is the truth (``FUNCTION_SETS``, chosen by name). ``held-back-1`` was held
+  back until the first statistics failed on it; it then served to find out why, so it is a
+  development set now. ``held-back-2`` was drawn at random and committed before anything
+  was run on it: with numpy's ``default_rng(20261126)``, four dominant statistics without
+  replacement, two of the monotone nonlinearities tanh(1.5 z), softplus(1.5 z),
+  sign(z) |z|^1.5 and exp(0.8 z) for the first two, and a random partner statistic for the
+  0.7/0.3 mixtures of the other two.
 - Null units are pure noise: a seeded hash of the image bytes, so re-encoding the same
   render gives the same value (runs stay reproducible and resumable) while the value has no
   relation to anything visible.
@@ -69,7 +74,7 @@ PLANTED_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] =
     "object_luminance": ("object.luminance", lambda z: z["object_luminance"]),
     "background_luminance": ("background.luminance", lambda z: z["background_luminance"]),
 }
-HELD_BACK_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {
+HELD_BACK_1_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {
     "object_y_tanh": ("object.y", lambda z: torch.tanh(1.5 * z["object_y"])),
     "object_saturation_exp": ("object.saturation", lambda z: torch.exp(0.8 * z["object_saturation"])),
     "object_luminance_mix": (
@@ -78,8 +83,21 @@ HELD_BACK_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]]
     ),
     "object_area_mix": ("object.area", lambda z: 0.7 * z["object_area"] + 0.3 * z["object_redness"]),
 }
+HELD_BACK_2_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {
+    "object_x_power": ("object.x", lambda z: torch.sign(z["object_x"]) * z["object_x"].abs().pow(1.5)),
+    "object_area_tanh": ("object.area", lambda z: torch.tanh(1.5 * z["object_area"])),
+    "background_luminance_mix": (
+        "background.luminance",
+        lambda z: 0.7 * z["background_luminance"] + 0.3 * z["object_y"],
+    ),
+    "object_luminance_y_mix": ("object.luminance", lambda z: 0.7 * z["object_luminance"] + 0.3 * z["object_y"]),
+}
+FUNCTION_SETS = {
+    "planted": PLANTED_FUNCTIONS,
+    "held-back-1": HELD_BACK_1_FUNCTIONS,
+    "held-back-2": HELD_BACK_2_FUNCTIONS,
+}
 PLANTED_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in PLANTED_FUNCTIONS.items()}
-HELD_BACK_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in HELD_BACK_FUNCTIONS.items()}
 
 
 def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -227,22 +245,29 @@ def planted_classifier(
     n_null: int = 16,
     seed: int = 0,
     *,
-    held_back: bool = False,
+    functions: str = "planted",
     gains: Sequence[float] = DEFAULT_GAINS,
     offsets: Sequence[float] = DEFAULT_OFFSETS,
 ) -> PlantedClassifier:
     """The glass-box classifier: ``base_spec``'s classifier plus planted and null units.
 
-    ``planted`` names functions of ``PLANTED_TRUTH`` (or of ``HELD_BACK_TRUTH`` with
-    ``held_back=True``); None plants all of them. Each is planted once per gain/offset pair.
+    ``functions`` names a set of ``FUNCTION_SETS``; ``planted`` names functions of that set,
+    None plants all of them. Each is planted once per gain/offset pair.
     """
-    table = HELD_BACK_FUNCTIONS if held_back else PLANTED_FUNCTIONS
+    table = function_set(functions)
     names = list(table) if planted is None else list(planted)
     unknown = [name for name in names if name not in table]
     if unknown:
         raise ValueError(f"planted: unknown function {unknown[0]!r}; known: {', '.join(table)}")
     base = load_classifier(base_spec)
     return PlantedClassifier(base, {name: table[name] for name in names}, n_null, seed, gains, offsets)
+
+
+def function_set(name: str) -> dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]]:
+    """The planted functions of set ``name`` (a key of ``FUNCTION_SETS``)."""
+    if name not in FUNCTION_SETS:
+        raise ValueError(f"functions: unknown set {name!r}; known: {', '.join(FUNCTION_SETS)}")
+    return FUNCTION_SETS[name]
 
 
 def score_validation(
@@ -295,7 +320,7 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
     find known concepts.
     """
     settings = config["validation"]
-    table = HELD_BACK_FUNCTIONS if settings["held_back"] else PLANTED_FUNCTIONS
+    table = function_set(settings["functions"])
     planted = len(table) * len(settings["gains"])
     nested = deepcopy(dict(config))
     nested["run"] = f"{config['run']}/validation"
@@ -304,7 +329,7 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
         "entrypoint": f"{__name__}:planted_classifier",
         "kwargs": {
             "base_spec": deepcopy(config["classifier"]),
-            "held_back": settings["held_back"],
+            "functions": settings["functions"],
             "n_null": settings["n_null"],
             "seed": settings["seed"],
             "gains": list(settings["gains"]),

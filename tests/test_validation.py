@@ -9,7 +9,7 @@ import torch
 
 from pipeline.models import load_classifier
 from pipeline.validation import (
-    HELD_BACK_TRUTH,
+    FUNCTION_SETS,
     PLANTED_FUNCTIONS,
     PLANTED_TRUTH,
     PlantedClassifier,
@@ -122,9 +122,10 @@ def test_null_units_are_reproducible_noise_unrelated_to_the_image(classifier):
 
 
 def test_held_back_functions_are_separate_and_follow_their_truth():
-    held = planted_classifier(BASE_SPEC, n_null=0, seed=0, held_back=True)
-    assert set(held.unit_truth.values()) == set(HELD_BACK_TRUTH.values())
-    assert not set(HELD_BACK_TRUTH) & set(PLANTED_TRUTH)
+    names = [set(functions) for functions in FUNCTION_SETS.values()]
+    assert sum(len(n) for n in names) == len(set().union(*names))  # no function is in two sets
+    held = planted_classifier(BASE_SPEC, n_null=0, seed=0, functions="held-back-1")
+    assert set(held.unit_truth.values()) == {truth for truth, _ in FUNCTION_SETS["held-back-1"].values()}
     y = np.linspace(0.3, 0.7, 30)
     images = circles(30, 6, y=y, size=0.2, texture=0.0)
     column = held.unit_names.index("planted:object_y_tanh:0")
@@ -134,6 +135,16 @@ def test_held_back_functions_are_separate_and_follow_their_truth():
     assert abs(np.diff(activation)[:5].mean()) < abs(np.diff(activation)[12:17].mean())  # and saturating
     with pytest.raises(ValueError, match="object_y_tanh"):
         planted_classifier(BASE_SPEC, planted=["object_y_tanh"])
+    with pytest.raises(ValueError, match="held-back-3"):
+        planted_classifier(BASE_SPEC, functions="held-back-3")
+
+    second = planted_classifier(BASE_SPEC, planted=["object_x_power"], n_null=0, functions="held-back-2")
+    images = circles(30, 7, x=np.linspace(0.3, 0.7, 30), size=0.2, texture=0.0)
+    with torch.no_grad():
+        activation = second.features(images)[:, BASE_UNITS].numpy()
+    steps = np.diff(activation)
+    assert np.all(steps > 0)  # monotone in x
+    assert steps[:5].mean() > steps[12:17].mean() < steps[-5:].mean()  # and steepest away from the middle
     spec = {"kind": "python", "entrypoint": "pipeline.validation:planted_classifier",
             "kwargs": {"base_spec": BASE_SPEC, "planted": ["object_x"], "n_null": 2}}  # fmt: skip
     loaded = load_classifier(spec)
