@@ -71,10 +71,12 @@ from pipeline.stats import (
     RANDOM_DIRECTION,
     RERENDER,
     direction_null,
+    rerender_wander,
     trimmed_mean,
     trimmed_mean_variance,
     unit_concepts,
     upper_tailed,
+    w_divisors,
 )
 
 # A 20% trimmed mean of fewer keeps too few samples for a standard error to predict from.
@@ -148,7 +150,9 @@ class SequentialTest:
         self.design = design
         null_changes = measure_changes(nulls, self.measures, by=("control", "unit", "sample"))
         directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
-        _, _, self.direction_noise, self.n_directions = direction_null(directions, self.measures)
+        random = nulls[nulls["control"] == RANDOM_DIRECTION]
+        divisors = w_divisors(random, rerender_wander(nulls))
+        _, _, self.direction_noise, self.n_directions = direction_null(directions, self.measures, divisors)
         chain = null_changes.loc[null_changes["control"] == RERENDER, self.measures].to_numpy(np.float64).T
         self.rerender_change = trimmed_mean(chain)
         self.rerender_variance = np.nan_to_num(trimmed_mean_variance(chain)[0])
@@ -171,8 +175,8 @@ class SequentialTest:
         def column(name: str) -> np.ndarray:
             return concepts[name].to_numpy(np.float64).reshape(shape)
 
-        effect, p, change, location, scale = (
-            column(c) for c in ("effect", "p", "trimmed_change", "null_mean", "null_scale")
+        effect, p, change, divisor, location, scale = (
+            column(c) for c in ("effect", "p", "trimmed_change", "w_divisor", "null_mean", "null_scale")
         )
         per_sample = measure_changes(changes, self.measures, by=("unit", "sample"))
         variance = np.stack(
@@ -182,19 +186,20 @@ class SequentialTest:
         future_sd = np.sqrt(variance * (1 - seen))
         final_variance = variance * seen
 
-        def optimistic(shift: np.ndarray) -> np.ndarray:
-            return np.where(self.upper_only, shift, np.abs(shift)) + design.futility_z * future_sd
+        def optimistic(shift: np.ndarray, sd: np.ndarray) -> np.ndarray:
+            return np.where(self.upper_only, shift, np.abs(shift)) + design.futility_z * sd
 
-        random_shift = optimistic(change - location)
-        rerender_shift = optimistic(change - self.rerender_change)
-        excess = np.clip(final_variance - self.direction_noise, 0.0, None)
+        # Random directions are compared per unit of w (pipeline.stats), the re-render chain as is.
         with np.errstate(invalid="ignore", divide="ignore"):
+            random_shift = optimistic(change / divisor - location, future_sd / divisor)
+            random_excess = np.clip(final_variance / divisor**2 - self.direction_noise, 0.0, None)
+            rerender_shift = optimistic(change - self.rerender_change, future_sd)
             reachable = (
                 (random_shift / scale >= design.min_effect)
-                & (random_shift / np.sqrt(scale**2 * (1 + 1 / self.n_directions) + excess) >= self.t_needed)
+                & (random_shift / np.sqrt(scale**2 * (1 + 1 / self.n_directions) + random_excess) >= self.t_needed)
                 & (rerender_shift / np.sqrt(final_variance + self.rerender_variance) >= self.z_needed)
             )
-            effect_sd = future_sd / scale
+            effect_sd = future_sd / divisor / scale
         # NaN comparisons are false: a test without a p-value yet stays open.
         futile = ~reachable & (p > design.futility_p)
         efficacious = (look in design.efficacy_looks) & (p <= design.efficacy_p) & (np.abs(effect) >= design.min_effect)

@@ -16,17 +16,26 @@ For each unit u and measure m, the change of a sample is its last step minus its
   trimmed mean, on which everything below rests. One failed render or object mask among
   20 samples moves a mean arbitrarily far; the trimmed mean ignores it and loses little
   efficiency on clean data.
-- ``effect``: ``(trimmed_change - null_mean) / null_scale``, where ``null_mean`` and
-  ``null_scale`` are the mean and standard deviation over random directions of their
-  trimmed change. It reads "how many random directions' spreads does this unit move the
-  measure", which makes measures in different units comparable, so a unit's top concept is
-  its largest |effect|. Centring on the null's mean matters for measures that cannot be
-  negative (motion): any sweep moves the image a little.
-- ``p_random``: the two-sided prediction t-test of the unit's trimmed change against the J
-  random directions', with ``J - 1`` degrees of freedom: ``t = (trimmed_change - null_mean)
-  / sqrt(null_scale^2 (1 + 1/J) + excess)``, where ``excess`` is how much larger the squared
-  standard error of the unit's trimmed change is than the directions' (0 if smaller), so a
-  unit whose samples scatter widely cannot pass on a lucky mean.
+- ``w_distance``: how far the unit's sweep moved the generator's latent, the median over
+  its samples of the distance in w between its last step and its first; ``w_divisor``:
+  ``w_distance``, but at least the re-render chain's (the median of how far one
+  render -> re-encode -> link cycle wanders in w, the ``rerender`` control's
+  ``w_distance``).
+- Against random directions, changes count per unit of distance in w: each sample's
+  change over its sweep's ``w_divisor``, for the unit and for every direction alike.
+- ``effect``: ``(trimmed_change / w_divisor - null_mean) / null_scale``, where
+  ``null_mean`` and ``null_scale`` are the mean and standard deviation over random
+  directions of their trimmed change per unit of w. It reads "how many random directions'
+  spreads does this unit's direction in w move the measure, distance for distance", which
+  makes measures in different units comparable, so a unit's top concept is its largest
+  |effect|. Centring on the null's mean matters for measures that cannot be negative
+  (motion): any sweep moves the image a little.
+- ``p_random``: the two-sided prediction t-test of the unit's trimmed change per unit of w
+  against the J random directions', with ``J - 1`` degrees of freedom: ``t = (trimmed_change
+  / w_divisor - null_mean) / sqrt(null_scale^2 (1 + 1/J) + excess)``, where ``excess`` is how
+  much larger the squared standard error of the unit's trimmed change (per unit of w) is
+  than the directions' (0 if smaller), so a unit whose samples scatter widely cannot pass
+  on a lucky mean.
 - ``p_rerender``: Yuen's test (Welch's test on trimmed means with winsorised variances) of
   the unit's per-sample changes against the re-render chain's, i.e. whether the unit moves
   the measure consistently beyond the noise of rendering.
@@ -40,8 +49,21 @@ For each unit u and measure m, the change of a sample is its last step minus its
   ``|effect| >= min_effect``.
 - ``ci_low``, ``ci_high``: percentile bootstrap of the effect over samples (null fixed).
 
-Sweeps are assumed to share their length in activation space: the controls' directions are
-as long as a typical unit's sweep, and units are compared with them as they are.
+Why per unit of w. A sweep acts on the image only through the latent it moves, and the
+linear link's columns differ in length many times over: hundreds of correlated units get
+long columns that partly cancel one another, while a unit whose information no other unit
+carries gets a short one. A random direction of the same length in activation space as a
+unit's sweep therefore moved w two to four times as far as a planted unit of the validation
+did (measured), and compared as they were, the test asked which sweep moves w further, not
+which moves it towards the measure: planted units that moved their measure as far as linear
+ones went unlabelled. Per unit of w the test asks where the unit's direction in w points.
+
+Why the floor. Distance for distance, a sweep that barely moves w looks as aligned as its
+direction is, however little it changes: a pure-noise unit gets a ridge-fitted column a
+twentieth as long as a planted unit's, pointing wherever the link's residual lies (what r
+cannot predict, such as the background colour), and without the floor a quarter of the
+validation's null units came out selective for background redness. A sweep shorter than
+what one render -> re-encode cycle wanders is credited with no more than that wander.
 """
 
 from __future__ import annotations
@@ -63,7 +85,7 @@ TRIM = 0.2
 BOOT_UNIT_BLOCK = 16
 
 CONCEPT_COLUMNS = (
-    "unit", "measure", "n", "mean_change", "trimmed_change", "null_mean", "null_scale",
+    "unit", "measure", "n", "mean_change", "trimmed_change", "w_distance", "w_divisor", "null_mean", "null_scale",
     "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p", "q", "selective",
 )  # fmt: skip
 
@@ -81,8 +103,8 @@ def unit_concepts(
 ) -> pd.DataFrame:
     """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring)."""
     measures = list(measures)
-    _require_columns(changes, "changes", ["unit", "sample", "step", *measures])
-    _require_columns(nulls, "nulls", ["control", "unit", "sample", "step", *measures])
+    _require_columns(changes, "changes", ["unit", "sample", "step", "w_distance", *measures])
+    _require_columns(nulls, "nulls", ["control", "unit", "sample", "step", "w_distance", *measures])
     if not measures:
         raise ValueError("unit_concepts: no measures to test")
     if changes.empty:
@@ -93,27 +115,34 @@ def unit_concepts(
     directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
     rerender = null_changes[null_changes["control"] == RERENDER]
 
-    null_mean, null_sd, null_noise, n_directions = direction_null(directions, measures)
+    floor = rerender_wander(nulls)
+    null_mean, null_sd, null_noise, n_directions = direction_null(
+        directions, measures, w_divisors(nulls[nulls["control"] == RANDOM_DIRECTION], floor)
+    )
     units, values = _by_unit(unit_changes, measures)  # [U, M, n]
+    distance = sweep_distances(changes).reindex(units).to_numpy()
+    divisor = np.fmax(distance, floor)
+    per_w = _per_w(values, divisor)
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
     trimmed_change = trimmed_mean(values)
+    trimmed_per_w = trimmed_mean(per_w)
     location = np.broadcast_to(null_mean, mean_change.shape)
     scale = np.broadcast_to(null_sd, mean_change.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
-        effect = np.where(scale > 0, (trimmed_change - location) / scale, np.nan)
+        effect = np.where(scale > 0, (trimmed_per_w - location) / scale, np.nan)
     # Under the null the unit is one more random direction, but its trimmed change may be
     # noisier than theirs (fewer or more variable samples): that excess noise widens the test.
-    excess_noise = np.clip(trimmed_mean_variance(values)[0] - null_noise, 0.0, None)
+    excess_noise = np.clip(trimmed_mean_variance(per_w)[0] - null_noise, 0.0, None)
     with np.errstate(invalid="ignore", divide="ignore"):
-        t_random = (trimmed_change - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
+        t_random = (trimmed_per_w - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
     upper_only = upper_tailed(measures)
     p_random = _t_p_value(t_random, n_directions - 1, upper_only)
     p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
     p = np.fmax(p_random, p_rerender)
     p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
     q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
-    ci_low, ci_high = _bootstrap_effect_ci(values, location, scale, n_boot, seed, ci)
+    ci_low, ci_high = _bootstrap_effect_ci(per_w, location, scale, n_boot, seed, ci)
 
     frame = pd.DataFrame(
         {
@@ -122,6 +151,8 @@ def unit_concepts(
             "n": count.ravel(),
             "mean_change": mean_change.ravel(),
             "trimmed_change": trimmed_change.ravel(),
+            "w_distance": np.repeat(distance, len(measures)),
+            "w_divisor": np.repeat(divisor, len(measures)),
             "null_mean": location.ravel(),
             "null_scale": scale.ravel(),
             "effect": effect.ravel(),
@@ -248,15 +279,19 @@ def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> 
         raise KeyError(f"{name}: column {missing[0]!r} missing")
 
 
-def direction_null(directions: pd.DataFrame, measures: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Over random directions: the mean and standard deviation of their trimmed change, and the
-    mean squared standard error of one direction's trimmed change, each ``[M]``."""
+def direction_null(
+    directions: pd.DataFrame, measures: list[str], divisors: pd.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Over random directions (their per-sample changes): the mean and standard deviation of
+    their trimmed change per unit of w, and the mean squared standard error of one direction's,
+    each ``[M]``. ``divisors`` holds each direction's ``w_divisor``, by unit id."""
     n_directions = directions["unit"].nunique()
     if n_directions < MIN_NULL_DIRECTIONS:
         raise ValueError(
             f"nulls: need at least {MIN_NULL_DIRECTIONS} '{RANDOM_DIRECTION}' controls, got {n_directions}"
         )
-    _, per_direction = _by_unit(directions, measures)
+    ids, per_direction = _by_unit(directions, measures)
+    per_direction = _per_w(per_direction, divisors.reindex(ids).to_numpy())
     effects = trimmed_mean(per_direction)  # [J, M]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -266,6 +301,34 @@ def direction_null(directions: pd.DataFrame, measures: list[str]) -> tuple[np.nd
             np.nanmean(trimmed_mean_variance(per_direction)[0], axis=0),
             n_directions,
         )
+
+
+def sweep_distances(table: pd.DataFrame) -> pd.Series:
+    """Per unit id of a long table: the median over its samples of its last step's ``w_distance``."""
+    ordered = table.sort_values(["unit", "sample", "step"], kind="stable")
+    last = ordered.groupby(["unit", "sample"], sort=True)["w_distance"].last()
+    return last.groupby(level="unit").median().astype(np.float64)
+
+
+def rerender_wander(nulls: pd.DataFrame) -> float:
+    """How far one render -> re-encode -> link cycle moves w: the median last-step
+    ``w_distance`` of the re-render chain (0 without one)."""
+    chain = nulls[nulls["control"] == RERENDER]
+    if chain.empty:
+        return 0.0
+    distances = sweep_distances(chain)
+    return float(np.nan_to_num(distances.iloc[0]))
+
+
+def w_divisors(table: pd.DataFrame, floor: float) -> pd.Series:
+    """Per unit id: its sweep distance in w, at least ``floor``; what its changes are divided by."""
+    return np.fmax(sweep_distances(table), floor)
+
+
+def _per_w(values: np.ndarray, divisor: np.ndarray) -> np.ndarray:
+    """Changes ``[U, M, n]`` over each unit's ``divisor [U]``; NaN where a sweep did not move w."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(divisor[:, None, None] > 0, values / divisor[:, None, None], np.nan)
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:

@@ -381,6 +381,7 @@ def test_sweep_table_rows_follow_sweep_then_step_and_gathering_sorts(tmp_path: P
     columns["achieved_change"] = columns["achieved"] - columns["achieved"][:, :1]
     columns["target_prob"] = columns["pred_prob"]
     columns |= {"others_mean_abs_change": np.zeros((n, steps)), "pred": np.zeros((n, steps), dtype=np.int64)}
+    columns["w_distance"] = np.abs(columns["requested"] - columns["requested"][:, :1])
     table = sweep_table(np.array([7, 3]), np.array([10, 11]), np.array([1, 0]), columns, images, masks)
     assert table[["unit", "sample", "step"]].values.tolist() == [[7, 10, 0], [7, 10, 1], [7, 10, 2]] + [
         [3, 11, 0],

@@ -21,11 +21,13 @@ def sweeps(
     samples: int,
     noise: float,
     unit_ids: np.ndarray,
+    w_per_request: np.ndarray | float = 1.0,
 ) -> pd.DataFrame:
     """Long table of sweeps whose measures change linearly with the requested value.
 
     ``slopes [U, M]`` is each unit's change of each measure per unit of requested value,
-    in units of ``MEASURE_SCALE``.
+    in units of ``MEASURE_SCALE``; ``w_per_request`` how far w moves per unit of requested
+    value (per unit or for all).
     """
     units, n_measures = slopes.shape
     position = np.linspace(0.0, 1.0, STEPS)
@@ -48,6 +50,9 @@ def sweeps(
             "pred": np.tile(np.repeat(np.arange(samples) % 2, STEPS), units),
             "pred_prob": 0.9,
             "target_prob": np.tile(np.linspace(0.9, 0.8, STEPS), units * samples),
+            "w_distance": np.broadcast_to(
+                np.broadcast_to(w_per_request, (units,))[:, None, None] * requested, (units, samples, STEPS)
+            ).ravel(),
         }
     )
     for k, name in enumerate(MEASURES):
@@ -69,6 +74,8 @@ def null_table(
     rerender_noise = noise if rerender_noise is None else rerender_noise
     rerender = sweeps(rng, np.zeros((1, len(MEASURES))), np.zeros(1), samples, rerender_noise, np.array([-1]))
     rerender["requested"] = np.nan
+    # One render -> re-encode cycle wanders a tenth of a direction's sweep in w.
+    rerender["w_distance"] = np.tile(np.linspace(0.0, 0.1, STEPS), samples)
     rerender.insert(0, "control", "rerender")
     return pd.concat([rerender, random_direction], ignore_index=True)
 
@@ -111,6 +118,46 @@ def test_units_exchangeable_with_random_directions_keep_the_false_discoveries_be
     p = concepts["p_random"].to_numpy()
     # Under the null the p-values are roughly uniform, not piled at 0.
     assert 0.3 < np.mean(p > 0.5) < 0.7
+
+
+def test_changes_count_per_unit_of_distance_in_w():
+    # Random directions move w three times as far as the units, as the link's long, partly
+    # cancelling columns make them do; a unit moving one measure 1.5 directions' spreads at a
+    # third of their distance points at that measure 4.5 spreads, distance for distance.
+    rng = np.random.default_rng(5)
+    units, samples = 40, 16
+    slopes = 0.1 * rng.standard_normal((units, len(MEASURES)))  # like random directions, per unit of w
+    planted = [2, 9, 17, 30]
+    slopes[planted, 0] = 0.45
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
+    directions = null_table(rng, 32, samples, 0.3, 0.05)
+    random = directions["control"] == "random_direction"
+    directions.loc[random, "w_distance"] *= 3.0
+
+    concepts = unit_concepts(changes, directions, MEASURES, n_boot=0)
+    found = concepts[(concepts["measure"] == MEASURES[0]) & concepts["unit"].isin(planted)]
+    assert found["selective"].all()
+    assert found["effect"].to_numpy() == pytest.approx(0.45 / 0.1, rel=0.35)
+    assert (found["trimmed_change"] / found["w_divisor"]).to_numpy() == pytest.approx(0.45, rel=0.2)
+    assert concepts[~concepts["unit"].isin(planted)]["selective"].mean() <= 0.05
+
+
+def test_a_sweep_shorter_than_the_render_cycle_wander_is_credited_with_that_wander():
+    # A unit whose sweep moves w a tenth of what one render -> re-encode cycle wanders, all of
+    # it towards one measure, as a pure-noise unit's ridge-fitted column does: its change is
+    # consistent, but per unit of w it counts only as a sweep as long as that wander.
+    rng = np.random.default_rng(6)
+    units, samples = 4, 16
+    slopes = np.zeros((units, len(MEASURES)))
+    slopes[:, 3] = 0.02
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.002, np.arange(units), w_per_request=0.01)
+    nulls = null_table(rng, 24, samples, 0.2, 0.002)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
+    shift = concepts[concepts["measure"] == MEASURES[3]]
+    assert (shift["p_rerender"] < 1e-6).all()  # it does move the measure beyond render noise
+    assert shift["w_distance"].to_numpy() == pytest.approx(0.01)
+    assert shift["w_divisor"].to_numpy() == pytest.approx(0.1)
+    assert not concepts["selective"].any()
 
 
 def test_units_that_change_nothing_are_never_selective():
@@ -245,7 +292,7 @@ def test_selective_counts_and_input_errors():
     assert counts.loc["object.area", "fraction"] == 0.0
     with pytest.raises(KeyError, match="object.y"):
         unit_concepts(
-            pd.DataFrame({"unit": [], "sample": [], "step": [], "requested": []}), pd.DataFrame(), ["object.y"]
+            pd.DataFrame({"unit": [], "sample": [], "step": [], "w_distance": []}), pd.DataFrame(), ["object.y"]
         )
     rng = np.random.default_rng(0)
     changes = sweeps(rng, np.zeros((1, len(MEASURES))), np.ones(1), 4, 0.1, np.arange(1))

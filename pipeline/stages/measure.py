@@ -28,6 +28,7 @@ ACTIVATION_COLUMNS = (
     "pred",
     "pred_prob",
     "target_prob",
+    "w_distance",
 )
 
 

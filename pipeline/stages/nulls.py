@@ -11,7 +11,8 @@ Two controls, both over the probe base samples and with the chunk tables' column
   and the re-encoded projections, in standardised units.
 - ``rerender``: r is linked and rendered, re-encoded to r', which is linked and rendered
   again, and so on for ``steps`` renders. Nothing is requested, so the changes along this
-  chain are the noise floor of the render -> re-encode cycle.
+  chain are the noise floor of the render -> re-encode cycle, and its ``w_distance`` is how
+  far that cycle alone wanders in w.
 
 Control sweeps have negative ``unit`` ids: -1 for the re-render chain and -2, -3, ... for
 the random directions.
@@ -37,7 +38,7 @@ import torch
 from pipeline.stages.common import Encoded, load_models, prepare_device, render_and_encode
 from pipeline.stages.link import AffineLink, load_link, standardisation
 from pipeline.stages.measure import sweep_table
-from pipeline.stages.perturb import sweep_outcomes
+from pipeline.stages.perturb import sweep_outcomes, w_distances
 from pipeline.stages.units import probe_rows
 from pipeline.store import read_parquet, read_zarr, write_parquet
 
@@ -137,6 +138,7 @@ def _direction_control(
     across = (change - along[..., None] * unit_dirs[:, None, :]) * std
     outcomes["others_mean_abs_change"] = np.abs(across).mean(axis=-1).astype(np.float32)
     outcomes["requested"] = np.repeat(requested, p, axis=0).astype(np.float32)
+    outcomes["w_distance"] = w_distances(w.reshape(d * p, steps, -1))
     return _control_table(
         "random_direction",
         np.repeat(-2 - np.arange(d), p),
@@ -152,9 +154,11 @@ def _direction_control(
 def _rerender_control(link: AffineLink, r: np.ndarray, classes: np.ndarray, steps: int, **render) -> pd.DataFrame:
     current = torch.from_numpy(r)
     renders: list[Encoded] = []
+    latents: list[torch.Tensor] = []
     for step in range(steps):
         with torch.no_grad():
             w = link(current)
+        latents.append(w)
         encoded = render_and_encode(
             w=w,
             keep_images=True,
@@ -176,6 +180,7 @@ def _rerender_control(link: AffineLink, r: np.ndarray, classes: np.ndarray, step
     outcomes = sweep_outcomes(chain, (len(r), steps), nothing, classes)
     outcomes["others_mean_abs_change"] = np.abs(outcomes.pop("r_change")).mean(axis=-1).astype(np.float32)
     outcomes["requested"] = nothing.astype(np.float32)
+    outcomes["w_distance"] = w_distances(torch.stack(latents, dim=1))
     return _control_table(
         "rerender", np.full(len(r), RERENDER_UNIT), np.arange(len(r)), classes, 1, outcomes, chain, steps
     )

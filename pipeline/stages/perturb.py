@@ -92,8 +92,8 @@ def render_sweeps(
     """Render and re-encode N sweeps of S steps: latents ``w [N, S, w_dim]`` of unit ``units[n]``
     on a base sample of class ``classes[n]``, set to ``requested [N, S]``.
 
-    Returns per render ([N, S, ...]): images, masks, requested, others_mean_abs_change and
-    the columns of :func:`sweep_outcomes`.
+    Returns per render ([N, S, ...]): images, masks, requested, others_mean_abs_change,
+    w_distance (:func:`w_distances`) and the columns of :func:`sweep_outcomes`.
     """
     n, steps = requested.shape
     encoded = render_and_encode(
@@ -119,8 +119,18 @@ def render_sweeps(
         "masks": encoded.masks.reshape(n, steps, height, width),
         "requested": requested.astype(np.float32),
         "others_mean_abs_change": others.astype(np.float32),
+        "w_distance": w_distances(w),
         **outcomes,
     }
+
+
+def w_distances(w: torch.Tensor | np.ndarray) -> np.ndarray:
+    """How far each step of sweeps ``w [N, S, w_dim]`` is from its first step in w, float32 [N, S].
+
+    The statistics compare sweeps per unit of this distance (:mod:`pipeline.stats`).
+    """
+    w = torch.as_tensor(w, dtype=torch.float64)
+    return torch.linalg.vector_norm(w - w[:, :1], dim=-1).float().numpy()
 
 
 def chunk_sweeps(
@@ -163,7 +173,8 @@ def perturb_chunk(
 
     Arrays (K units, P samples, S steps): images uint8 [K, P, S, H, W, 3], masks bool
     [K, P, S, H, W], and per render: requested, achieved, achieved_change,
-    others_mean_abs_change, pred, pred_prob, target_prob; plus unit [K], sample [P], class [P].
+    others_mean_abs_change, w_distance, pred, pred_prob, target_prob; plus unit [K], sample [P],
+    class [P].
     """
     rows, classes, r, unit_ids, values = chunk_sweeps(latents_path, activations_path, ranges_path, units, steps)
     k, p = len(unit_ids), len(rows)
