@@ -135,8 +135,8 @@ def test_held_back_functions_are_separate_and_follow_their_truth():
     assert abs(np.diff(activation)[:5].mean()) < abs(np.diff(activation)[12:17].mean())  # and saturating
     with pytest.raises(ValueError, match="object_y_tanh"):
         planted_classifier(BASE_SPEC, planted=["object_y_tanh"])
-    with pytest.raises(ValueError, match="held-back-3"):
-        planted_classifier(BASE_SPEC, functions="held-back-3")
+    with pytest.raises(ValueError, match="held-back-9"):
+        planted_classifier(BASE_SPEC, functions="held-back-9")
 
     second = planted_classifier(BASE_SPEC, planted=["object_x_power"], n_null=0, functions="held-back-2")
     images = circles(30, 7, x=np.linspace(0.3, 0.7, 30), size=0.2, texture=0.0)
