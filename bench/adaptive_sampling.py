@@ -41,7 +41,14 @@ from pipeline.stages.perturb_adaptive import perturb_chunk_adaptive  # noqa: E40
 from pipeline.stats import unit_concepts, unit_summary  # noqa: E402
 from pipeline.store import read_parquet  # noqa: E402
 
-UPSTREAM = ("latents.zarr", "activations.zarr", "link/model.pt", "units/ranges.parquet", "tables/null_controls.parquet")
+UPSTREAM = (
+    "latents.zarr",
+    "activations.zarr",
+    "link/model.pt",
+    "link/units.parquet",
+    "units/ranges.parquet",
+    "tables/null_controls.parquet",
+)
 THREADS = 2
 
 
@@ -116,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 table_path=table,
                 record_path=root / f"adaptive/tables/chunk-{chunk}.adaptive.json",
                 nulls_path=paths["tables/null_controls.parquet"],
+                link_units_path=paths["link/units.parquet"],
                 units=chunk_units_,
                 total_units=len(units),
                 adaptive=tuning["adaptive"],
@@ -129,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         nulls = read_parquet(paths["tables/null_controls.parquet"])
 
     measures = tested_measures(nulls.columns) if concepts["measures"] == "all" else list(concepts["measures"])
-    settings = {"n_boot": 0, "q": concepts["q"], "min_effect": concepts["min_effect"]}
+    column_p = read_parquet(paths["link/units.parquet"]).set_index("unit")["p"]
+    settings = {"n_boot": 0, "q": concepts["q"], "min_effect": concepts["min_effect"], "column_p": column_p}
     results = {}
     for design, table in changes.items():
         found = unit_concepts(table, nulls, measures, **settings)

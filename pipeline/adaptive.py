@@ -21,8 +21,9 @@ A test (unit x measure) is decided after ``n_k`` of ``n`` samples when it is
   become selective" means |effect| reaching ``min_effect``, the random-direction t reaching
   the ``phi`` quantile of t with ``J - 1`` degrees of freedom, and Yuen's statistic against
   the re-render chain reaching the ``phi`` quantile of the normal (its degrees of freedom
-  are unknown in advance, and the normal asks least). That prediction serves only the
-  agreement with the fixed design; the FDR rests on ``p > phi``;
+  are unknown in advance, and the normal asks least), and the link-column p-value, which
+  no sample changes, being at most ``phi``. That prediction serves only the agreement with
+  the fixed design; the FDR rests on ``p > phi``;
 - *efficacious*: at a look with at least ``MIN_EFFICACY_SAMPLES`` samples (never the last),
   ``p <= c = efficacy_alpha / (N L)`` and ``|effect| >= min_effect``, with ``N`` the tests of
   the whole run (units x measures) and ``L`` the looks where efficacy may stop.
@@ -71,12 +72,11 @@ from pipeline.stats import (
     RANDOM_DIRECTION,
     RERENDER,
     direction_null,
-    rerender_wander,
+    sweep_distances,
     trimmed_mean,
     trimmed_mean_variance,
     unit_concepts,
     upper_tailed,
-    w_divisors,
 )
 
 # A 20% trimmed mean of fewer keeps too few samples for a standard error to predict from.
@@ -144,15 +144,17 @@ def look_schedule(
 class SequentialTest:
     """The decision rule of the module docstring over fixed null controls."""
 
-    def __init__(self, nulls: pd.DataFrame, measures: Sequence[str], design: Design):
+    def __init__(
+        self, nulls: pd.DataFrame, measures: Sequence[str], design: Design, column_p: pd.Series | None = None
+    ):
         self.nulls = nulls
+        self.column_p = column_p
         self.measures = list(measures)
         self.design = design
         null_changes = measure_changes(nulls, self.measures, by=("control", "unit", "sample"))
         directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
-        random = nulls[nulls["control"] == RANDOM_DIRECTION]
-        divisors = w_divisors(random, rerender_wander(nulls))
-        _, _, self.direction_noise, self.n_directions = direction_null(directions, self.measures, divisors)
+        distances = sweep_distances(nulls[nulls["control"] == RANDOM_DIRECTION])
+        _, _, self.direction_noise, self.n_directions = direction_null(directions, self.measures, distances)
         chain = null_changes.loc[null_changes["control"] == RERENDER, self.measures].to_numpy(np.float64).T
         self.rerender_change = trimmed_mean(chain)
         self.rerender_variance = np.nan_to_num(trimmed_mean_variance(chain)[0])
@@ -169,14 +171,22 @@ class SequentialTest:
         standard deviation of the final effect) and ``decision`` (futile, efficacious, open).
         """
         design = self.design
-        concepts = unit_concepts(changes, self.nulls, self.measures, n_boot=0, q=design.q, min_effect=design.min_effect)
+        concepts = unit_concepts(
+            changes,
+            self.nulls,
+            self.measures,
+            n_boot=0,
+            q=design.q,
+            min_effect=design.min_effect,
+            column_p=self.column_p,
+        )
         shape = (concepts["unit"].nunique(), len(self.measures))
 
         def column(name: str) -> np.ndarray:
             return concepts[name].to_numpy(np.float64).reshape(shape)
 
-        effect, p, change, divisor, location, scale = (
-            column(c) for c in ("effect", "p", "trimmed_change", "w_divisor", "null_mean", "null_scale")
+        effect, p, change, distance, link_p, location, scale = (
+            column(c) for c in ("effect", "p", "trimmed_change", "w_distance", "p_link", "null_mean", "null_scale")
         )
         per_sample = measure_changes(changes, self.measures, by=("unit", "sample"))
         variance = np.stack(
@@ -191,15 +201,17 @@ class SequentialTest:
 
         # Random directions are compared per unit of w (pipeline.stats), the re-render chain as is.
         with np.errstate(invalid="ignore", divide="ignore"):
-            random_shift = optimistic(change / divisor - location, future_sd / divisor)
-            random_excess = np.clip(final_variance / divisor**2 - self.direction_noise, 0.0, None)
+            random_shift = optimistic(change / distance - location, future_sd / distance)
+            random_excess = np.clip(final_variance / distance**2 - self.direction_noise, 0.0, None)
             rerender_shift = optimistic(change - self.rerender_change, future_sd)
             reachable = (
                 (random_shift / scale >= design.min_effect)
                 & (random_shift / np.sqrt(scale**2 * (1 + 1 / self.n_directions) + random_excess) >= self.t_needed)
                 & (rerender_shift / np.sqrt(final_variance + self.rerender_variance) >= self.z_needed)
+                # The link's column is fixed: more samples cannot make it more than fitting noise.
+                & ~(link_p > design.futility_p)
             )
-            effect_sd = future_sd / divisor / scale
+            effect_sd = future_sd / distance / scale
         # NaN comparisons are false: a test without a p-value yet stays open.
         futile = ~reachable & (p > design.futility_p)
         efficacious = (look in design.efficacy_looks) & (p <= design.efficacy_p) & (np.abs(effect) >= design.min_effect)

@@ -17,13 +17,10 @@ For each unit u and measure m, the change of a sample is its last step minus its
   20 samples moves a mean arbitrarily far; the trimmed mean ignores it and loses little
   efficiency on clean data.
 - ``w_distance``: how far the unit's sweep moved the generator's latent, the median over
-  its samples of the distance in w between its last step and its first; ``w_divisor``:
-  ``w_distance``, but at least the re-render chain's (the median of how far one
-  render -> re-encode -> link cycle wanders in w, the ``rerender`` control's
-  ``w_distance``).
+  its samples of the distance in w between its last step and its first.
 - Against random directions, changes count per unit of distance in w: each sample's
-  change over its sweep's ``w_divisor``, for the unit and for every direction alike.
-- ``effect``: ``(trimmed_change / w_divisor - null_mean) / null_scale``, where
+  change over its sweep's ``w_distance``, for the unit and for every direction alike.
+- ``effect``: ``(trimmed_change / w_distance - null_mean) / null_scale``, where
   ``null_mean`` and ``null_scale`` are the mean and standard deviation over random
   directions of their trimmed change per unit of w. It reads "how many random directions'
   spreads does this unit's direction in w move the measure, distance for distance", which
@@ -32,7 +29,7 @@ For each unit u and measure m, the change of a sample is its last step minus its
   (motion): any sweep moves the image a little.
 - ``p_random``: the two-sided prediction t-test of the unit's trimmed change per unit of w
   against the J random directions', with ``J - 1`` degrees of freedom: ``t = (trimmed_change
-  / w_divisor - null_mean) / sqrt(null_scale^2 (1 + 1/J) + excess)``, where ``excess`` is how
+  / w_distance - null_mean) / sqrt(null_scale^2 (1 + 1/J) + excess)``, where ``excess`` is how
   much larger the squared standard error of the unit's trimmed change (per unit of w) is
   than the directions' (0 if smaller), so a unit whose samples scatter widely cannot pass
   on a lucky mean.
@@ -43,8 +40,12 @@ For each unit u and measure m, the change of a sample is its last step minus its
   tests are one-sided: a unit counts only where it moves the image more than the nulls. A
   unit that barely acts moves it less than any random direction, which is no concept; a
   two-sided test flagged such units, the null units of the validation among them.
-- ``p``: the larger of the two, so a unit must beat both nulls (an intersection-union
-  test, valid without assumptions on how the two relate).
+- ``p_link``: whether the link learnt anything for the unit at all: the p-value of its
+  column of the link against the column that fitting noise alone gives
+  (:func:`pipeline.stages.link.column_tests`), the same for all of a unit's measures.
+- ``p``: the largest of the three, so a unit must beat both nulls and have a column that
+  is more than fitting noise (an intersection-union test, valid without assumptions on how
+  the three relate).
 - ``q``: Benjamini-Hochberg over all units x measures; ``selective``: ``q <= q_level`` and
   ``|effect| >= min_effect``.
 - ``ci_low``, ``ci_high``: percentile bootstrap of the effect over samples (null fixed).
@@ -58,12 +59,14 @@ did (measured), and compared as they were, the test asked which sweep moves w fu
 which moves it towards the measure: planted units that moved their measure as far as linear
 ones went unlabelled. Per unit of w the test asks where the unit's direction in w points.
 
-Why the floor. Distance for distance, a sweep that barely moves w looks as aligned as its
-direction is, however little it changes: a pure-noise unit gets a ridge-fitted column a
-twentieth as long as a planted unit's, pointing wherever the link's residual lies (what r
-cannot predict, such as the background colour), and without the floor a quarter of the
-validation's null units came out selective for background redness. A sweep shorter than
-what one render -> re-encode cycle wanders is credited with no more than that wander.
+Why the link test. Distance for distance, a sweep that barely moves w looks as aligned as
+its direction is, however little it changes: a pure-noise unit gets a ridge-fitted column
+a twentieth as long as a planted unit's, pointing wherever the link's residual lies (what
+r cannot predict, such as the background colour), and per unit of w a quarter of the
+validation's null units came out selective for background redness. Their columns are
+fitting noise, which the link test tells from a learnt column directly; a floor on the
+distance (the re-render chain's wander in w) also stopped them, but cost a held-back
+planted unit with a short, learnt column its label.
 """
 
 from __future__ import annotations
@@ -85,8 +88,8 @@ TRIM = 0.2
 BOOT_UNIT_BLOCK = 16
 
 CONCEPT_COLUMNS = (
-    "unit", "measure", "n", "mean_change", "trimmed_change", "w_distance", "w_divisor", "null_mean", "null_scale",
-    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p", "q", "selective",
+    "unit", "measure", "n", "mean_change", "trimmed_change", "w_distance", "null_mean", "null_scale",
+    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p_link", "p", "q", "selective",
 )  # fmt: skip
 
 
@@ -100,8 +103,14 @@ def unit_concepts(
     q: float = 0.05,
     min_effect: float = DEFAULT_MIN_EFFECT,
     ci: float = 0.95,
+    column_p: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring)."""
+    """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring).
+
+    ``column_p`` holds the link-column p-value of every unit, by unit id (the ``p`` of
+    ``link/units.parquet``); without it ``p_link`` is NaN and ``p`` rests on the two nulls,
+    which only tests of the statistics themselves should rely on.
+    """
     measures = list(measures)
     _require_columns(changes, "changes", ["unit", "sample", "step", "w_distance", *measures])
     _require_columns(nulls, "nulls", ["control", "unit", "sample", "step", "w_distance", *measures])
@@ -115,14 +124,12 @@ def unit_concepts(
     directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
     rerender = null_changes[null_changes["control"] == RERENDER]
 
-    floor = rerender_wander(nulls)
     null_mean, null_sd, null_noise, n_directions = direction_null(
-        directions, measures, w_divisors(nulls[nulls["control"] == RANDOM_DIRECTION], floor)
+        directions, measures, sweep_distances(nulls[nulls["control"] == RANDOM_DIRECTION])
     )
     units, values = _by_unit(unit_changes, measures)  # [U, M, n]
     distance = sweep_distances(changes).reindex(units).to_numpy()
-    divisor = np.fmax(distance, floor)
-    per_w = _per_w(values, divisor)
+    per_w = _per_w(values, distance)
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
     trimmed_change = trimmed_mean(values)
@@ -139,7 +146,8 @@ def unit_concepts(
     upper_only = upper_tailed(measures)
     p_random = _t_p_value(t_random, n_directions - 1, upper_only)
     p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
-    p = np.fmax(p_random, p_rerender)
+    p_link = _link_p(column_p, units, len(measures))
+    p = np.fmax(np.fmax(p_random, p_rerender), np.nan_to_num(p_link))
     p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
     q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
     ci_low, ci_high = _bootstrap_effect_ci(per_w, location, scale, n_boot, seed, ci)
@@ -152,7 +160,6 @@ def unit_concepts(
             "mean_change": mean_change.ravel(),
             "trimmed_change": trimmed_change.ravel(),
             "w_distance": np.repeat(distance, len(measures)),
-            "w_divisor": np.repeat(divisor, len(measures)),
             "null_mean": location.ravel(),
             "null_scale": scale.ravel(),
             "effect": effect.ravel(),
@@ -160,6 +167,7 @@ def unit_concepts(
             "ci_high": ci_high.ravel(),
             "p_random": p_random.ravel(),
             "p_rerender": p_rerender.ravel(),
+            "p_link": p_link.ravel(),
             "p": p.ravel(),
             "q": q_values.ravel(),
         }
@@ -280,18 +288,18 @@ def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> 
 
 
 def direction_null(
-    directions: pd.DataFrame, measures: list[str], divisors: pd.Series
+    directions: pd.DataFrame, measures: list[str], distances: pd.Series
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Over random directions (their per-sample changes): the mean and standard deviation of
     their trimmed change per unit of w, and the mean squared standard error of one direction's,
-    each ``[M]``. ``divisors`` holds each direction's ``w_divisor``, by unit id."""
+    each ``[M]``. ``distances`` holds each direction's ``w_distance``, by unit id."""
     n_directions = directions["unit"].nunique()
     if n_directions < MIN_NULL_DIRECTIONS:
         raise ValueError(
             f"nulls: need at least {MIN_NULL_DIRECTIONS} '{RANDOM_DIRECTION}' controls, got {n_directions}"
         )
     ids, per_direction = _by_unit(directions, measures)
-    per_direction = _per_w(per_direction, divisors.reindex(ids).to_numpy())
+    per_direction = _per_w(per_direction, distances.reindex(ids).to_numpy())
     effects = trimmed_mean(per_direction)  # [J, M]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -310,25 +318,20 @@ def sweep_distances(table: pd.DataFrame) -> pd.Series:
     return last.groupby(level="unit").median().astype(np.float64)
 
 
-def rerender_wander(nulls: pd.DataFrame) -> float:
-    """How far one render -> re-encode -> link cycle moves w: the median last-step
-    ``w_distance`` of the re-render chain (0 without one)."""
-    chain = nulls[nulls["control"] == RERENDER]
-    if chain.empty:
-        return 0.0
-    distances = sweep_distances(chain)
-    return float(np.nan_to_num(distances.iloc[0]))
-
-
-def w_divisors(table: pd.DataFrame, floor: float) -> pd.Series:
-    """Per unit id: its sweep distance in w, at least ``floor``; what its changes are divided by."""
-    return np.fmax(sweep_distances(table), floor)
-
-
-def _per_w(values: np.ndarray, divisor: np.ndarray) -> np.ndarray:
-    """Changes ``[U, M, n]`` over each unit's ``divisor [U]``; NaN where a sweep did not move w."""
+def _per_w(values: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Changes ``[U, M, n]`` over each unit's ``distance [U]`` in w; NaN where a sweep did not move w."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(divisor[:, None, None] > 0, values / divisor[:, None, None], np.nan)
+        return np.where(distance[:, None, None] > 0, values / distance[:, None, None], np.nan)
+
+
+def _link_p(column_p: pd.Series | None, units: np.ndarray, n_measures: int) -> np.ndarray:
+    """``[U, M]``: each unit's link-column p-value, or NaN for all without ``column_p``."""
+    if column_p is None:
+        return np.full((len(units), n_measures), np.nan)
+    missing = np.setdiff1d(units, column_p.index.to_numpy())
+    if missing.size:
+        raise KeyError(f"link units: no column test for unit {missing[0]}")
+    return np.repeat(column_p.reindex(units).to_numpy(np.float64)[:, None], n_measures, axis=1)
 
 
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:

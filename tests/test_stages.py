@@ -17,6 +17,7 @@ from pipeline.stages.config import ConfigError, chunk_units, load_schema, select
 from pipeline.stages.extract import extract_activations
 from pipeline.stages.link import (
     AffineLink,
+    column_tests,
     cross_validate_alpha,
     fit_mlp,
     fit_ridge,
@@ -290,6 +291,28 @@ def test_ridge_recovers_an_affine_map_and_cv_prefers_strong_shrinkage_on_noise()
     assert alpha == 1e6 and list(mse) == ["0.01", "1.0", "1000000.0"]
     with pytest.raises(ValueError, match="link.folds"):
         cross_validate_alpha(r[:2], noise[:2], [1.0], folds=3, seed=0)
+
+
+def test_column_tests_tell_learnt_columns_from_fitting_noise() -> None:
+    # w is read from 8 signal units through correlated latent dims; 200 units are pure noise
+    # and one is constant. Noise columns must get roughly uniform p-values, signal ones tiny.
+    generator = torch.Generator().manual_seed(1)
+    n, signal, noise_units, w_dim = 2000, 8, 200, 16
+    r = torch.cat(
+        [torch.randn(n, signal + noise_units, generator=generator), torch.full((n, 1), 3.0)], dim=1
+    ).double()
+    mixing = torch.randn(signal, w_dim, generator=generator).double()
+    correlated = torch.randn(w_dim, w_dim, generator=generator).double()
+    w = r[:, :signal] @ mixing + 0.5 * torch.randn(n, w_dim, generator=generator).double() @ correlated
+    tests = column_tests(r, w, alpha=10.0)
+    assert tests["unit"].tolist() == list(range(signal + noise_units + 1))
+    assert (tests["p"][:signal] < 1e-12).all()
+    noise_p = tests["p"][signal:-1]
+    assert 0.02 < (noise_p <= 0.05).mean() < 0.1 and 0.4 < (noise_p <= 0.5).mean() < 0.6
+    # A noise column is about as long as the noise it is made of.
+    ratio = tests["w_norm"] / tests["noise_norm"]
+    assert 0.8 < ratio[signal:-1].median() < 1.2 and ratio[:signal].min() > 10
+    assert tests["p"].iloc[-1] == 1.0 and tests["w_norm"].iloc[-1] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_link_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:

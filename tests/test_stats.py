@@ -138,26 +138,30 @@ def test_changes_count_per_unit_of_distance_in_w():
     found = concepts[(concepts["measure"] == MEASURES[0]) & concepts["unit"].isin(planted)]
     assert found["selective"].all()
     assert found["effect"].to_numpy() == pytest.approx(0.45 / 0.1, rel=0.35)
-    assert (found["trimmed_change"] / found["w_divisor"]).to_numpy() == pytest.approx(0.45, rel=0.2)
+    assert (found["trimmed_change"] / found["w_distance"]).to_numpy() == pytest.approx(0.45, rel=0.2)
     assert concepts[~concepts["unit"].isin(planted)]["selective"].mean() <= 0.05
 
 
-def test_a_sweep_shorter_than_the_render_cycle_wander_is_credited_with_that_wander():
-    # A unit whose sweep moves w a tenth of what one render -> re-encode cycle wanders, all of
-    # it towards one measure, as a pure-noise unit's ridge-fitted column does: its change is
-    # consistent, but per unit of w it counts only as a sweep as long as that wander.
+def test_a_unit_whose_link_column_is_fitting_noise_is_never_selective():
+    # A unit whose sweep barely moves w, all of it towards one measure, as a pure-noise
+    # unit's ridge-fitted column does: per unit of w it is as aligned as a concept gets, and
+    # its change is consistent, so only the link-column test can tell it apart.
     rng = np.random.default_rng(6)
     units, samples = 4, 16
     slopes = np.zeros((units, len(MEASURES)))
     slopes[:, 3] = 0.02
     changes = sweeps(rng, slopes, np.ones(units), samples, 0.002, np.arange(units), w_per_request=0.01)
     nulls = null_table(rng, 24, samples, 0.2, 0.002)
-    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
-    shift = concepts[concepts["measure"] == MEASURES[3]]
-    assert (shift["p_rerender"] < 1e-6).all()  # it does move the measure beyond render noise
-    assert shift["w_distance"].to_numpy() == pytest.approx(0.01)
-    assert shift["w_divisor"].to_numpy() == pytest.approx(0.1)
+
+    learnt = unit_concepts(changes, nulls, MEASURES, n_boot=0, column_p=pd.Series(1e-12, index=np.arange(units)))
+    assert learnt.loc[learnt["measure"] == MEASURES[3], "selective"].all()
+    noise = pd.Series([0.3, 0.04, 0.6, 0.9], index=np.arange(units))
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0, column_p=noise)
     assert not concepts["selective"].any()
+    assert concepts.groupby("unit")["p_link"].first().to_numpy() == pytest.approx(noise.to_numpy())
+    assert (concepts["p"] >= concepts["p_link"]).all()
+    with pytest.raises(KeyError, match="unit 3"):
+        unit_concepts(changes, nulls, MEASURES, n_boot=0, column_p=noise.iloc[:3])
 
 
 def test_units_that_change_nothing_are_never_selective():

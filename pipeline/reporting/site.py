@@ -45,6 +45,7 @@ LINK_METRICS = (
     ("r2_test", "R² of w, held-out samples"),
     ("cycle_unit_corr", "cycle r → w → image → r: median unit correlation"),
     ("cycle_class_agreement", "cycle: re-renders classified as their class"),
+    ("columns_beyond_noise", "units whose link column is more than fitting noise (p ≤ 0.05)"),
 )
 CONCEPT_MOVEMENT_ROWS = 8
 # Displayed image sizes, in CSS pixels; small renders are scaled up without smoothing.
@@ -234,7 +235,8 @@ def index_page(
         link_table(metrics),
         "<h2>Selective units per measure</h2>",
         "<p class='note'>A unit is selective for a measure when its effect beats both null controls "
-        "(random directions and re-rendering) after Benjamini–Hochberg correction and is large enough.</p>",
+        "(random directions, distance in w for distance, and re-rendering), its link column is more than "
+        "fitting noise, after Benjamini–Hochberg correction, and the effect is large enough.</p>",
         "<div class='row'>",
         table(
             ["measure", "selective", "of units", "increase", "decrease"],
@@ -251,7 +253,8 @@ def index_page(
         else "<p class='note'>No unit is selective for any measure.</p>",
         "</div>",
         "<h2>Effects over units</h2>",
-        "<p class='note'>Per measure, the distribution of the units' effects (in spreads of random directions); "
+        "<p class='note'>Per measure, the distribution of the units' effects (in spreads of random directions, "
+        "per unit of distance in w); "
         "selective units in dark blue.</p>",
         str(image("img/figures/effects.png", "histograms of effects per measure", lazy=False)),
         validation_section(site, validation_path, context) if validation_path else "",

@@ -30,6 +30,7 @@ def find_concepts(
     nulls_path: str | Path,
     concepts_path: str | Path,
     summary_path: str | Path,
+    link_units_path: str | Path,
     *,
     measures: str | list[str],
     n_boot: int,
@@ -50,7 +51,10 @@ def find_concepts(
                 f"config key 'concepts.measures': unknown measure {unknown[0]!r}; known: {', '.join(available)}"
             )
         selected = list(measures)
-    concepts = unit_concepts(changes, nulls, selected, n_boot=n_boot, seed=seed, q=q, min_effect=min_effect)
+    column_p = read_parquet(link_units_path).set_index("unit")["p"]
+    concepts = unit_concepts(
+        changes, nulls, selected, n_boot=n_boot, seed=seed, q=q, min_effect=min_effect, column_p=column_p
+    )
     summary = unit_summary(concepts, changes)
     log.info(
         "concepts: %d units x %d measures tested, %d selective pairs",

@@ -6,6 +6,9 @@ Alpha is chosen by k-fold cross-validation over a log grid unless the config fix
 The fitted map is stored as an affine map in raw activation units, ``w = W r + b``, which is
 what the perturbation stage needs: moving unit i by ``dv`` moves w by ``W[:, i] * dv``.
 An optional small MLP is fitted for comparison only; its figures go into the metrics.
+
+:func:`column_tests` asks of every unit's column whether it is more than fitting noise; the
+concept statistics require it (``p_link`` in :mod:`pipeline.stats`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import stats as scipy_stats
 from torch import nn
 
 from pipeline.models.protocols import Classifier, Generator
 from pipeline.stages.common import load_models, prepare_device, render_and_encode
-from pipeline.store import atomic_path, read_zarr, write_json
+from pipeline.store import atomic_path, read_zarr, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,54 @@ def fit_ridge(r: torch.Tensor, w: torch.Tensor, alphas: Sequence[float]) -> list
         weight = (coef / r_std.unsqueeze(1)).T
         links.append(AffineLink(weight, w_mean - weight @ r_mean))
     return links
+
+
+def column_tests(r: torch.Tensor, w: torch.Tensor, alpha: float) -> pd.DataFrame:
+    """Per unit: is its column of the ridge link ``r -> w`` (fitted with ``alpha``) more than fitting noise?
+
+    With standardised r = U S V^T, the coefficients are B = V diag(s / (s^2 + alpha)) U^T w.
+    Noise in w (rows independent, covariance Sigma across latent dims) reaches unit i's row
+    of B with covariance d_i Sigma, d_i = sum_j V_ij^2 s_j^2 / (s_j^2 + alpha)^2. Sigma is
+    estimated from the residuals over n minus the fit's effective degrees of freedom. With
+    a zero column, ||B_i||^2 / d_i is then a sum of chi-squares weighted by Sigma's
+    eigenvalues, taken as g chi2_h with g = tr(Sigma^2) / tr(Sigma) and h = tr(Sigma)^2 /
+    tr(Sigma^2) (Satterthwaite), which needs no inverse of a possibly singular Sigma.
+
+    What it tells apart is a learnt column from noise, not a unit's own contribution from
+    its neighbours': ridge shrinks correlated units' columns towards one another, and a
+    column that a unit owes to its neighbours counts as learnt.
+
+    Returns ``unit``, ``w_norm`` (||B_i||: how far w moves per standard deviation of the
+    unit), ``noise_norm`` (sqrt(d_i tr Sigma), the norm a column of pure noise would have)
+    and ``p``; a constant unit gets an empty column and p = 1.
+    """
+    r, w = r.double(), w.double()
+    mean, std = standardisation(r)
+    x = (r - mean) / std
+    y = w - w.mean(dim=0)
+    u, s, vt = torch.linalg.svd(x, full_matrices=False)
+    coef = vt.T @ ((s / (s * s + alpha)).unsqueeze(1) * (u.T @ y))  # [U, w_dim]
+    residual = y - x @ coef
+    dof = float(len(x) - (s * s / (s * s + alpha)).sum())
+    if dof <= 0:
+        raise ValueError(f"link: {len(x)} training samples leave no residual degrees of freedom at alpha {alpha}")
+    sigma = residual.T @ residual / dof
+    spread = ((vt.T**2) * (s * s / (s * s + alpha) ** 2)).sum(dim=1)  # d_i [U]
+    trace, trace_squared = float(torch.trace(sigma)), float((sigma * sigma).sum())
+    scale, dof_chi2 = trace_squared / trace, trace**2 / trace_squared
+    norm = torch.linalg.vector_norm(coef, dim=1).numpy()
+    spread = spread.numpy()
+    learnt = spread > 1e-12 * spread.max()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        statistic = np.where(learnt, norm**2 / spread, 0.0)
+    return pd.DataFrame(
+        {
+            "unit": np.arange(len(norm), dtype=np.int64),
+            "w_norm": norm,
+            "noise_norm": np.sqrt(spread * trace),
+            "p": np.where(learnt, scipy_stats.chi2.sf(statistic / scale, dof_chi2), 1.0),
+        }
+    )
 
 
 def cross_validate_alpha(
@@ -212,6 +265,7 @@ def fit_link(
     activations_path: str | Path,
     model_path: str | Path,
     metrics_path: str | Path,
+    units_path: str | Path,
     *,
     classifier: Mapping[str, Any],
     generator: Mapping[str, Any],
@@ -226,7 +280,8 @@ def fit_link(
     batch_size: int,
     precision: str = "fp32",
 ) -> None:
-    """Fit the link on accepted training samples; write ``model.pt`` and ``metrics.json``.
+    """Fit the link on accepted training samples; write ``model.pt``, ``metrics.json`` and
+    ``units.parquet`` (:func:`column_tests`).
 
     Held-out figures use the accepted test samples: R² of w, and the cycle r -> w -> image ->
     r_hat (median unit correlation, fraction of re-renders classified as the sample's class).
@@ -248,6 +303,7 @@ def fit_link(
     else:
         chosen, cv_mse = float(alpha), {}
     (affine,) = fit_ridge(r[train], w[train], [chosen])
+    columns = column_tests(r[train], w[train], chosen)
     with torch.no_grad():
         metrics: dict[str, Any] = {
             "alpha": chosen,
@@ -260,6 +316,8 @@ def fit_link(
             "w_dim": int(w.shape[1]),
             "r2_train": r2_score(affine(r[train]), w[train]),
             "r2_test": r2_score(affine(r[test]), w[test]),
+            "columns_beyond_noise": float((columns["p"] <= 0.05).mean()),
+            "column_norm_over_noise_median": float((columns["w_norm"] / columns["noise_norm"]).median()),
         }
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
@@ -276,4 +334,5 @@ def fit_link(
         mlp_link.cpu()
     log.info("link: %s", {k: v for k, v in metrics.items() if k != "cv_mse"})
     save_link(model_path, affine.cpu(), chosen, mlp_link, mlp_hidden)
+    write_parquet(units_path, columns)
     write_json(metrics_path, metrics)

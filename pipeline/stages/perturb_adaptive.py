@@ -51,6 +51,7 @@ def perturb_chunk_adaptive(
     link_path: str | Path,
     ranges_path: str | Path,
     nulls_path: str | Path,
+    link_units_path: str | Path,
     units: list[int],
     total_units: int,
     classifier: Mapping[str, Any],
@@ -110,7 +111,8 @@ def perturb_chunk_adaptive(
         kept.append((of, at, sweeps["images"], sweeps["masks"]) if renders_path else (of, at, None, None))
         return sweep_table(sweep_units, sweep_samples, classes[at], sweeps, sweeps["images"], sweeps["masks"])
 
-    table, outcomes = SequentialTest(nulls, measures, design).run(render, schedule)
+    column_p = read_parquet(link_units_path).set_index("unit")["p"]
+    table, outcomes = SequentialTest(nulls, measures, design, column_p).run(render, schedule)
     fixed = len(unit_ids) * len(rows) * steps
     record = {
         "units": len(unit_ids),

@@ -2,6 +2,7 @@ rule concepts:
     input:
         changes=f"{RESULTS}/tables/activation_changes.parquet",
         nulls=f"{RESULTS}/tables/null_controls.parquet",
+        link_units=f"{RESULTS}/link/units.parquet",
     output:
         concepts=report(
             f"{RESULTS}/concepts/unit_concepts.parquet",

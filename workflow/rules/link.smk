@@ -9,6 +9,7 @@ rule link:
             caption="../report/link_metrics.rst",
             category="Link",
         ),
+        units=f"{RESULTS}/link/units.parquet",
     log:
         f"{LOGS}/link.log",
     params:

@@ -9,6 +9,7 @@ if config["tuning"]["adaptive"]["enabled"]:
             link=f"{RESULTS}/link/model.pt",
             ranges=f"{RESULTS}/units/ranges.parquet",
             nulls=f"{RESULTS}/tables/null_controls.parquet",
+            link_units=f"{RESULTS}/link/units.parquet",
         output:
             table=f"{RESULTS}/tables/chunk-{{chunk}}.parquet",
             record=f"{RESULTS}/tables/chunk-{{chunk}}.adaptive.json",

@@ -8,6 +8,7 @@ run_stage(
     threads=job.threads,
     changes_path=job.input.changes,
     nulls_path=job.input.nulls,
+    link_units_path=job.input.link_units,
     concepts_path=job.output.concepts,
     summary_path=job.output.summary,
     **job.params.concepts,

@@ -10,6 +10,7 @@ run_stage(
     activations_path=job.input.activations,
     model_path=job.output.model,
     metrics_path=job.output.metrics,
+    units_path=job.output.units,
     classifier=job.params.classifier["spec"],
     generator=job.params.generator["spec"],
     device=job.params.device,

@@ -14,6 +14,7 @@ run_stage(
     link_path=job.input.link,
     ranges_path=job.input.ranges,
     nulls_path=job.input.nulls,
+    link_units_path=job.input.link_units,
     units=job.params.units,
     total_units=job.params.total_units,
     classifier=job.params.classifier["spec"],
