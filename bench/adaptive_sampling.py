@@ -8,6 +8,11 @@ adaptively (``perturb_chunk_adaptive`` per chunk, ``tuning.adaptive`` of the con
 ``enabled`` implied), and computes both runs' concepts with the config's ``concepts``
 settings (without bootstrap intervals, which no label depends on).
 
+With ``--replay RUN`` nothing is rendered: the finished run's own fixed-design tables are
+replayed through the decision rule (each look returns the rows it would have rendered),
+which is how runs with known concepts, such as the planted-unit validation runs
+(``--replay results/validation``), are checked.
+
 Prints ``key=value`` lines: units, samples per unit, the renders of each design and their
 ratio, the agreement of the top concept per unit ("none" included) and of the selective
 flag per unit x measure, the selective counts, the futility-stopped tests that ended as BH
@@ -15,6 +20,7 @@ discoveries (0: the FDR argument of pipeline/adaptive.py applies), and the secon
 design's perturb (and measure) jobs.
 
 Usage: python bench/adaptive_sampling.py [--units 128] [--run results/default] [--workdir DIR]
+       python bench/adaptive_sampling.py --replay results/validation
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.adaptive import futile_discoveries  # noqa: E402 (the checkout's package)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline.adaptive import Design, SequentialTest, futile_discoveries, look_schedule  # noqa: E402 (the checkout's package)
 from pipeline.measures import tested_measures  # noqa: E402
 from pipeline.stages.common import run_stage  # noqa: E402
 from pipeline.stages.config import chunk_units, load_schema, validate_config  # noqa: E402
@@ -76,10 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", type=int, default=None, help="sweep units 0..N-1 (default: every unit)")
     parser.add_argument("--run", type=Path, help="a finished run's results directory to take the artifacts from")
     parser.add_argument("--workdir", type=Path, help="keep everything here instead of a temporary directory")
+    parser.add_argument("--replay", type=Path, help="replay a finished run's fixed tables instead of rendering")
     args = parser.parse_args(argv)
 
     config = default_config()
     tuning, concepts = config["tuning"], config["concepts"]
+    if args.replay:
+        changes, nulls, outcomes, units = replay(args.replay, tuning["adaptive"], concepts)
+        report(changes, nulls, outcomes, units, concepts, args.replay / "link/units.parquet", {})
+        return 0
     with tempfile.TemporaryDirectory(prefix="adaptive-sampling-") as scratch:
         root = args.workdir or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
@@ -135,9 +149,55 @@ def main(argv: list[str] | None = None) -> int:
         adaptive_s = time.perf_counter() - started
         changes = {"fixed": read_parquet(fixed_tables), "adaptive": read_parquet(adaptive_tables)}
         nulls = read_parquet(paths["tables/null_controls.parquet"])
+        seconds = {"fixed_perturb_measure_s": round(fixed_s, 1), "adaptive_perturb_s": round(adaptive_s, 1)}
+        report(changes, nulls, outcomes, units, concepts, paths["link/units.parquet"], seconds)
+    return 0
 
-    measures = tested_measures(nulls.columns) if concepts["measures"] == "all" else list(concepts["measures"])
-    column_p = read_parquet(paths["link/units.parquet"]).set_index("unit")["p"]
+
+def replay(run: Path, adaptive: dict, concepts: dict) -> tuple[dict, pd.DataFrame, list[dict], list[int]]:
+    """Adaptive sampling replayed on ``run``'s fixed tables: each look takes its rows from them."""
+    fixed = read_parquet(run / "tables/activation_changes.parquet")
+    nulls = read_parquet(run / "tables/null_controls.parquet")
+    column_p = read_parquet(run / "link/units.parquet").set_index("unit")["p"]
+    units = sorted(fixed["unit"].unique().tolist())
+    base = fixed[fixed["unit"] == units[0]].drop_duplicates("sample")
+    samples, classes = base["sample"].to_numpy(), base["class"].to_numpy()
+    schedule = {u: look_schedule(samples, classes, adaptive["look_size"], (adaptive["seed"], u)) for u in units}
+    design = Design(
+        n_tests=len(units) * len(measures_of(nulls, concepts)),
+        looks=tuple(int(n) for n in np.cumsum([len(look) for look in schedule[units[0]]])),
+        q=concepts["q"],
+        min_effect=concepts["min_effect"],
+        futility_z=adaptive["futility_z"],
+        discovery_fraction=adaptive["discovery_fraction"],
+        efficacy_alpha=adaptive["efficacy_alpha"],
+    )
+    rows = fixed.set_index(["unit", "sample"]).sort_index()
+
+    def render(sweep_units: np.ndarray, sweep_samples: np.ndarray) -> pd.DataFrame:
+        return rows.loc[pd.MultiIndex.from_arrays([sweep_units, sweep_samples])].reset_index()
+
+    test = SequentialTest(nulls, measures_of(nulls, concepts), design, column_p)
+    adaptive_table, outcomes = test.run(render, schedule)
+    return {"fixed": fixed, "adaptive": adaptive_table}, nulls, outcomes, units
+
+
+def measures_of(nulls: pd.DataFrame, concepts: dict) -> list[str]:
+    return tested_measures(nulls.columns) if concepts["measures"] == "all" else list(concepts["measures"])
+
+
+def report(
+    changes: dict,
+    nulls: pd.DataFrame,
+    outcomes: list[dict],
+    units: list[int],
+    concepts: dict,
+    link_units: Path,
+    seconds: dict,
+) -> None:
+    """Both designs' concepts and the ``key=value`` lines of the module docstring."""
+    measures = measures_of(nulls, concepts)
+    column_p = read_parquet(link_units).set_index("unit")["p"]
     settings = {"n_boot": 0, "q": concepts["q"], "min_effect": concepts["min_effect"], "column_p": column_p}
     results = {}
     for design, table in changes.items():
@@ -162,12 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         "selective_fixed": int(fixed_concepts["selective"].sum()),
         "selective_adaptive": int(adaptive_concepts["selective"].sum()),
         "futile_discoveries": len(futile_discoveries(adaptive_concepts, outcomes, concepts["q"])),
-        "fixed_perturb_measure_s": round(fixed_s, 1),
-        "adaptive_perturb_s": round(adaptive_s, 1),
+        **seconds,
     }
     for key, value in summary.items():
         print(f"{key}={value}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ Why per unit of w. A sweep acts on the image only through the latent it moves, a
 linear link's columns differ in length many times over: hundreds of correlated units get
 long columns that partly cancel one another, while a unit whose information no other unit
 carries gets a short one. A random direction of the same length in activation space as a
-unit's sweep therefore moved w two to four times as far as a planted unit of the validation
+unit's sweep therefore moved w up to four times as far as a planted unit of the validation
 did (measured), and compared as they were, the test asked which sweep moves w further, not
 which moves it towards the measure: planted units that moved their measure as far as linear
 ones went unlabelled. Per unit of w the test asks where the unit's direction in w points.
@@ -67,6 +67,11 @@ validation's null units came out selective for background redness. Their columns
 fitting noise, which the link test tells from a learnt column directly; a floor on the
 distance (the re-render chain's wander in w) also stopped them, but cost a held-back
 planted unit with a short, learnt column its label.
+
+What a label means. A sweep sets one unit and keeps the others, as in the paper, so through
+a linear link a concept is what the unit carries beyond the rest of the layer. A unit that
+mixes a statistic the layer carries elsewhere with one it lacks points mostly at the latter,
+or at nothing clearly: the validation's area mixtures go unlabelled (docs/benchmarks.md).
 """
 
 from __future__ import annotations
