@@ -24,7 +24,8 @@ as a classifier spec::
   random partner statistic for the 0.7/0.3 mixtures of the other two. ``held-back-3`` was
   drawn the same way from ``default_rng(20261127)``, the draw repeated from the same
   generator until none of its functions was in an earlier set (the fifth draw), and
-  committed before it was run.
+  committed before it was run; ``held-back-4`` likewise from ``default_rng(20261128)``
+  (the second draw).
 - Null units are pure noise: a seeded hash of the image bytes, so re-encoding the same
   render gives the same value (runs stay reproducible and resumable) while the value has no
   relation to anything visible.
@@ -111,11 +112,18 @@ HELD_BACK_3_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]
         lambda z: 0.7 * z["object_area"] + 0.3 * z["background_luminance"],
     ),
 }
+HELD_BACK_4_FUNCTIONS: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {
+    "object_y_power": ("object.y", lambda z: torch.sign(z["object_y"]) * z["object_y"].abs().pow(1.5)),
+    "background_luminance_exp": ("background.luminance", lambda z: torch.exp(0.8 * z["background_luminance"])),
+    "object_redness_y_mix": ("object.redness", lambda z: 0.7 * z["object_redness"] + 0.3 * z["object_y"]),
+    "object_saturation_x_mix": ("object.saturation", lambda z: 0.7 * z["object_saturation"] + 0.3 * z["object_x"]),
+}
 FUNCTION_SETS = {
     "planted": PLANTED_FUNCTIONS,
     "held-back-1": HELD_BACK_1_FUNCTIONS,
     "held-back-2": HELD_BACK_2_FUNCTIONS,
     "held-back-3": HELD_BACK_3_FUNCTIONS,
+    "held-back-4": HELD_BACK_4_FUNCTIONS,
 }
 PLANTED_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in PLANTED_FUNCTIONS.items()}
 
