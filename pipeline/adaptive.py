@@ -17,9 +17,10 @@ A test (unit x measure) is decided after ``n_k`` of ``n`` samples when it is
   predictive standard deviations more extreme than its estimate so far. Given ``n_k``
   samples, the final trimmed change has predictive variance ``se_k^2 (1 - n_k / n)`` (the
   squared standard error now minus the final one, ``se_k^2 n_k / n``). From these come the
-  optimistic final |effect| and both test statistics of :mod:`pipeline.stats`, and "could
-  become selective" means |effect| reaching ``min_effect``, the random-direction t reaching
-  the ``phi`` quantile of t with ``J - 1`` degrees of freedom, and Yuen's statistic against
+  optimistic final |effect| and the test statistics of :mod:`pipeline.stats`, and "could
+  become selective" means, in either comparison with random directions (as is or per unit
+  of w), |effect| reaching ``min_effect`` and t reaching the ``phi / 2`` quantile of t with
+  ``J - 1`` degrees of freedom (``p_random`` doubles the smaller p), Yuen's statistic against
   the re-render chain reaching the ``phi`` quantile of the normal (its degrees of freedom
   are unknown in advance, and the normal asks least), and the link-column p-value, which
   no sample changes, being at most ``phi``. That prediction serves only the agreement with
@@ -68,7 +69,9 @@ from scipy import stats as scipy_stats
 
 from pipeline.measures import RELATIVE_QUANTITIES, measure_changes, quantity_of
 from pipeline.stats import (
+    AS_IS,
     DEFAULT_MIN_EFFECT,
+    PER_W,
     RANDOM_DIRECTION,
     RERENDER,
     direction_null,
@@ -154,14 +157,19 @@ class SequentialTest:
         null_changes = measure_changes(nulls, self.measures, by=("control", "unit", "sample"))
         directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
         distances = sweep_distances(nulls[nulls["control"] == RANDOM_DIRECTION])
-        _, _, self.direction_noise, self.n_directions = direction_null(directions, self.measures, distances)
+        self.direction_nulls = {
+            AS_IS: direction_null(directions, self.measures),
+            PER_W: direction_null(directions, self.measures, distances),
+        }
+        self.n_directions = self.direction_nulls[AS_IS][3]
         chain = null_changes.loc[null_changes["control"] == RERENDER, self.measures].to_numpy(np.float64).T
         self.rerender_change = trimmed_mean(chain)
         self.rerender_variance = np.nan_to_num(trimmed_mean_variance(chain)[0])
         self.upper_only = upper_tailed(self.measures)
         self.is_motion = np.array([quantity_of(m) in RELATIVE_QUANTITIES for m in self.measures])
         tail = np.where(self.upper_only, design.futility_p, design.futility_p / 2)
-        self.t_needed = scipy_stats.t.isf(tail, self.n_directions - 1)
+        # p_random doubles the smaller p of its two comparisons.
+        self.t_needed = scipy_stats.t.isf(tail / 2, self.n_directions - 1)
         self.z_needed = scipy_stats.norm.isf(tail)
 
     def decide(self, changes: pd.DataFrame, look: int) -> pd.DataFrame:
@@ -185,9 +193,10 @@ class SequentialTest:
         def column(name: str) -> np.ndarray:
             return concepts[name].to_numpy(np.float64).reshape(shape)
 
-        effect, p, change, distance, link_p, location, scale = (
-            column(c) for c in ("effect", "p", "trimmed_change", "w_distance", "p_link", "null_mean", "null_scale")
+        effect, p, change, distance, link_p, scale = (
+            column(c) for c in ("effect", "p", "trimmed_change", "w_distance", "p_link", "null_scale")
         )
+        per_w = concepts["compared"].to_numpy().reshape(shape) == PER_W
         per_sample = measure_changes(changes, self.measures, by=("unit", "sample"))
         variance = np.stack(
             [trimmed_mean_variance(g[self.measures].to_numpy(np.float64).T)[0] for _, g in per_sample.groupby("unit")]
@@ -199,19 +208,26 @@ class SequentialTest:
         def optimistic(shift: np.ndarray, sd: np.ndarray) -> np.ndarray:
             return np.where(self.upper_only, shift, np.abs(shift)) + design.futility_z * sd
 
-        # Random directions are compared per unit of w (pipeline.stats), the re-render chain as is.
+        def beats_directions(footing: str, divisor: np.ndarray | float) -> np.ndarray:
+            """Whether the comparison with random directions on ``footing`` could still pass."""
+            null_mean, null_sd, null_noise, n_directions = self.direction_nulls[footing]
+            shift = optimistic(change / divisor - null_mean, future_sd / divisor)
+            excess = np.clip(final_variance / divisor**2 - null_noise, 0.0, None)
+            return (shift / null_sd >= design.min_effect) & (
+                shift / np.sqrt(null_sd**2 * (1 + 1 / n_directions) + excess) >= self.t_needed
+            )
+
+        # Random directions are compared as is and per unit of w (pipeline.stats), the
+        # re-render chain as is.
         with np.errstate(invalid="ignore", divide="ignore"):
-            random_shift = optimistic(change / distance - location, future_sd / distance)
-            random_excess = np.clip(final_variance / distance**2 - self.direction_noise, 0.0, None)
             rerender_shift = optimistic(change - self.rerender_change, future_sd)
             reachable = (
-                (random_shift / scale >= design.min_effect)
-                & (random_shift / np.sqrt(scale**2 * (1 + 1 / self.n_directions) + random_excess) >= self.t_needed)
+                (beats_directions(AS_IS, 1.0) | beats_directions(PER_W, distance))
                 & (rerender_shift / np.sqrt(final_variance + self.rerender_variance) >= self.z_needed)
                 # The link's column is fixed: more samples cannot make it more than fitting noise.
                 & ~(link_p > design.futility_p)
             )
-            effect_sd = future_sd / distance / scale
+            effect_sd = future_sd / np.where(per_w, distance, 1.0) / scale
         # NaN comparisons are false: a test without a p-value yet stays open.
         futile = ~reachable & (p > design.futility_p)
         efficacious = (look in design.efficacy_looks) & (p <= design.efficacy_p) & (np.abs(effect) >= design.min_effect)

@@ -75,7 +75,7 @@ def test_clear_units_stop_early_and_ambiguous_ones_get_every_sample():
     samples, units = 32, 12
     slopes = np.zeros((units, len(MEASURES)))
     slopes[4:8, 0] = [3.0, 3.0, -3.0, 3.0]  # far beyond every random direction
-    slopes[8:12, 1] = [0.8, 0.85, -0.8, 0.75]  # selective, but only just, with every sample
+    slopes[8:12, 1] = [0.9, 0.95, -0.9, 0.85]  # selective, but only just, with every sample
     changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
     nulls = null_table(rng, 24, samples, 0.2, 0.05)
 

@@ -116,8 +116,9 @@ def test_units_exchangeable_with_random_directions_keep_the_false_discoveries_be
     concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
     assert concepts["selective"].mean() <= 0.05
     p = concepts["p_random"].to_numpy()
-    # Under the null the p-values are roughly uniform, not piled at 0.
-    assert 0.3 < np.mean(p > 0.5) < 0.7
+    # Under the null the p-values are not piled at 0: twice the smaller of two p-values is
+    # conservative, not anti-conservative.
+    assert np.mean(p <= 0.1) <= 0.12 and np.mean(p > 0.5) > 0.3
 
 
 def test_changes_count_per_unit_of_distance_in_w():
@@ -139,7 +140,20 @@ def test_changes_count_per_unit_of_distance_in_w():
     assert found["selective"].all()
     assert found["effect"].to_numpy() == pytest.approx(0.45 / 0.1, rel=0.35)
     assert (found["trimmed_change"] / found["w_distance"]).to_numpy() == pytest.approx(0.45, rel=0.2)
+    assert (found["compared"] == "per_w").all() and (found["effect_as_is"].abs() < 2).all()
     assert concepts[~concepts["unit"].isin(planted)]["selective"].mean() <= 0.05
+
+    # The other way round, as a heavily shrunk link makes it: the units move w ten times as
+    # far as random directions, and a unit moving one measure ten directions' spreads is
+    # found as is, though per unit of w it points no more at it than they do.
+    slopes[planted, 0] = 3.0
+    far = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units), w_per_request=10.0)
+    directions.loc[random, "w_distance"] /= 3.0
+    concepts = unit_concepts(far, directions, MEASURES, n_boot=0)
+    found = concepts[(concepts["measure"] == MEASURES[0]) & concepts["unit"].isin(planted)]
+    assert found["selective"].all() and (found["compared"] == "as_is").all()
+    assert found["effect"].to_numpy() == pytest.approx(3.0 / 0.3, rel=0.35)
+    assert (found["effect_per_w"].abs() < 2).all()
 
 
 def test_a_unit_whose_link_column_is_fitting_noise_is_never_selective():
