@@ -235,8 +235,8 @@ def index_page(
         link_table(metrics),
         "<h2>Selective units per measure</h2>",
         "<p class='note'>A unit is selective for a measure when its effect beats both null controls "
-        "(random directions, distance in w for distance, and re-rendering), its link column is more than "
-        "fitting noise, after Benjamini–Hochberg correction, and the effect is large enough.</p>",
+        "(random directions, as they are or distance in w for distance, and re-rendering), its link column "
+        "is more than fitting noise, after Benjamini–Hochberg correction, and the effect is large enough.</p>",
         "<div class='row'>",
         table(
             ["measure", "selective", "of units", "increase", "decrease"],
@@ -254,7 +254,7 @@ def index_page(
         "</div>",
         "<h2>Effects over units</h2>",
         "<p class='note'>Per measure, the distribution of the units' effects (in spreads of random directions, "
-        "per unit of distance in w); "
+        "as they are or per unit of distance in w, whichever tests stronger); "
         "selective units in dark blue.</p>",
         str(image("img/figures/effects.png", "histograms of effects per measure", lazy=False)),
         validation_section(site, validation_path, context) if validation_path else "",
