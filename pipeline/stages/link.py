@@ -75,7 +75,12 @@ def ridge_path(x: torch.Tensor, y: torch.Tensor, alphas: Sequence[float]) -> lis
     """Ridge coefficients [U, w_dim] of centred ``y`` on centred ``x``, one per alpha."""
     u, s, vt = torch.linalg.svd(x, full_matrices=False)
     uty = u.T @ y
-    return [vt.T @ ((s / (s * s + alpha)).unsqueeze(1) * uty) for alpha in alphas]
+    return [_ridge_from_svd(s, vt, uty, alpha) for alpha in alphas]
+
+
+def _ridge_from_svd(s: torch.Tensor, vt: torch.Tensor, uty: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Ridge coefficients [U, w_dim] from the SVD x = U S V^T and U^T y."""
+    return vt.T @ ((s / (s * s + alpha)).unsqueeze(1) * uty)
 
 
 def fit_ridge(r: torch.Tensor, w: torch.Tensor, alphas: Sequence[float]) -> list[AffineLink]:
@@ -114,7 +119,7 @@ def column_tests(r: torch.Tensor, w: torch.Tensor, alpha: float) -> pd.DataFrame
     x = (r - mean) / std
     y = w - w.mean(dim=0)
     u, s, vt = torch.linalg.svd(x, full_matrices=False)
-    coef = vt.T @ ((s / (s * s + alpha)).unsqueeze(1) * (u.T @ y))  # [U, w_dim]
+    coef = _ridge_from_svd(s, vt, u.T @ y, alpha)  # [U, w_dim]
     residual = y - x @ coef
     dof = float(len(x) - (s * s / (s * s + alpha)).sum())
     if dof <= 0:
