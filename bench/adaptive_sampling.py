@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipeline.adaptive import Design, SequentialTest, futile_discoveries, look_schedule  # noqa: E402 (the checkout's package)
-from pipeline.measures import tested_measures  # noqa: E402
+from pipeline.measures import selected_measures  # noqa: E402
 from pipeline.stages.common import run_stage  # noqa: E402
 from pipeline.stages.config import chunk_units, load_schema, validate_config  # noqa: E402
 from pipeline.stages.measure import measure_chunk  # noqa: E402
@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     config = default_config()
     tuning, concepts = config["tuning"], config["concepts"]
     if args.replay:
-        changes, nulls, outcomes, units = replay(args.replay, tuning["adaptive"], concepts)
-        report(changes, nulls, outcomes, units, concepts, args.replay / "link/units.parquet", {})
+        column_p = read_parquet(args.replay / "link/units.parquet").set_index("unit")["p"]
+        changes, nulls, outcomes, units = replay(args.replay, tuning["adaptive"], concepts, column_p)
+        report(changes, nulls, outcomes, units, concepts, column_p, {})
         return 0
     with tempfile.TemporaryDirectory(prefix="adaptive-sampling-") as scratch:
         root = args.workdir or Path(scratch)
@@ -150,40 +151,31 @@ def main(argv: list[str] | None = None) -> int:
         changes = {"fixed": read_parquet(fixed_tables), "adaptive": read_parquet(adaptive_tables)}
         nulls = read_parquet(paths["tables/null_controls.parquet"])
         seconds = {"fixed_perturb_measure_s": round(fixed_s, 1), "adaptive_perturb_s": round(adaptive_s, 1)}
-        report(changes, nulls, outcomes, units, concepts, paths["link/units.parquet"], seconds)
+        column_p = read_parquet(paths["link/units.parquet"]).set_index("unit")["p"]
+        report(changes, nulls, outcomes, units, concepts, column_p, seconds)
     return 0
 
 
-def replay(run: Path, adaptive: dict, concepts: dict) -> tuple[dict, pd.DataFrame, list[dict], list[int]]:
+def replay(
+    run: Path, adaptive: dict, concepts: dict, column_p: pd.Series
+) -> tuple[dict, pd.DataFrame, list[dict], list[int]]:
     """Adaptive sampling replayed on ``run``'s fixed tables: each look takes its rows from them."""
     fixed = read_parquet(run / "tables/activation_changes.parquet")
     nulls = read_parquet(run / "tables/null_controls.parquet")
-    column_p = read_parquet(run / "link/units.parquet").set_index("unit")["p"]
+    measures = selected_measures(nulls.columns, concepts["measures"])
     units = sorted(fixed["unit"].unique().tolist())
     base = fixed[fixed["unit"] == units[0]].drop_duplicates("sample")
     samples, classes = base["sample"].to_numpy(), base["class"].to_numpy()
     schedule = {u: look_schedule(samples, classes, adaptive["look_size"], (adaptive["seed"], u)) for u in units}
-    design = Design(
-        n_tests=len(units) * len(measures_of(nulls, concepts)),
-        looks=tuple(int(n) for n in np.cumsum([len(look) for look in schedule[units[0]]])),
-        q=concepts["q"],
-        min_effect=concepts["min_effect"],
-        futility_z=adaptive["futility_z"],
-        discovery_fraction=adaptive["discovery_fraction"],
-        efficacy_alpha=adaptive["efficacy_alpha"],
-    )
+    design = Design.from_config(len(units) * len(measures), schedule[units[0]], adaptive, concepts)
     rows = fixed.set_index(["unit", "sample"]).sort_index()
 
     def render(sweep_units: np.ndarray, sweep_samples: np.ndarray) -> pd.DataFrame:
         return rows.loc[pd.MultiIndex.from_arrays([sweep_units, sweep_samples])].reset_index()
 
-    test = SequentialTest(nulls, measures_of(nulls, concepts), design, column_p)
+    test = SequentialTest(nulls, measures, design, column_p)
     adaptive_table, outcomes = test.run(render, schedule)
     return {"fixed": fixed, "adaptive": adaptive_table}, nulls, outcomes, units
-
-
-def measures_of(nulls: pd.DataFrame, concepts: dict) -> list[str]:
-    return tested_measures(nulls.columns) if concepts["measures"] == "all" else list(concepts["measures"])
 
 
 def report(
@@ -192,12 +184,11 @@ def report(
     outcomes: list[dict],
     units: list[int],
     concepts: dict,
-    link_units: Path,
+    column_p: pd.Series,
     seconds: dict,
 ) -> None:
     """Both designs' concepts and the ``key=value`` lines of the module docstring."""
-    measures = measures_of(nulls, concepts)
-    column_p = read_parquet(link_units).set_index("unit")["p"]
+    measures = selected_measures(nulls.columns, concepts["measures"])
     settings = {"n_boot": 0, "q": concepts["q"], "min_effect": concepts["min_effect"], "column_p": column_p}
     results = {}
     for design, table in changes.items():

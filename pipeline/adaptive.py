@@ -105,6 +105,20 @@ class Design:
     discovery_fraction: float = 0.02
     efficacy_alpha: float = 0.001
 
+    @classmethod
+    def from_config(cls, n_tests: int, looks: Sequence[np.ndarray], adaptive: Mapping, concepts: Mapping) -> Design:
+        """The design for ``n_tests`` tests sampled in ``looks`` (one unit's, as :func:`look_schedule`
+        gives them), from the config's ``tuning.adaptive`` and ``concepts`` sections."""
+        return cls(
+            n_tests=n_tests,
+            looks=tuple(int(n) for n in np.cumsum([len(look) for look in looks])),
+            q=concepts["q"],
+            min_effect=concepts["min_effect"],
+            futility_z=adaptive["futility_z"],
+            discovery_fraction=adaptive["discovery_fraction"],
+            efficacy_alpha=adaptive["efficacy_alpha"],
+        )
+
     def __post_init__(self) -> None:
         if self.n_tests < 1 or not self.looks or np.any(np.diff(self.looks) <= 0) or self.looks[0] < 1:
             raise ValueError(f"adaptive design: need tests and increasing look sizes, got {self.n_tests}, {self.looks}")
@@ -147,9 +161,7 @@ def look_schedule(
 class SequentialTest:
     """The decision rule of the module docstring over fixed null controls."""
 
-    def __init__(
-        self, nulls: pd.DataFrame, measures: Sequence[str], design: Design, column_p: pd.Series | None = None
-    ):
+    def __init__(self, nulls: pd.DataFrame, measures: Sequence[str], design: Design, column_p: pd.Series | None = None):
         self.nulls = nulls
         self.column_p = column_p
         self.measures = list(measures)

@@ -17,6 +17,7 @@ from pipeline.measures import (
     measure_names,
     measure_sweeps,
     object_masks,
+    selected_measures,
 )
 from pipeline.measures import tested_measures as measures_worth_testing
 from pipeline.world import render, sample, sample_factors
@@ -164,6 +165,12 @@ def test_tested_measures_leave_out_duplicates_and_directions():
     assert "object.x" in tested and "part:ear.x" in tested and "image.motion" in tested
     assert "image.luminance" not in tested and "image.motion_direction" not in tested
     assert not any(name.startswith("background.") and name.endswith((".x", ".area")) for name in names)
+
+    # concepts.measures picks among them: "all" is the tested ones, a list is taken as it is.
+    assert selected_measures(["unit", *names], "all") == tested
+    assert selected_measures(names, ["image.luminance", "object.x"]) == ["image.luminance", "object.x"]
+    with pytest.raises(ValueError, match="config key 'concepts.measures': unknown measure 'object.size'"):
+        selected_measures(names, ["object.x", "object.size"])
 
 
 class SaturationNet(nn.Module):

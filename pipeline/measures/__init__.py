@@ -16,6 +16,7 @@ from pipeline.measures.image import (
     measure_names,
     measure_sweeps,
     quantity_of,
+    selected_measures,
     tested_measures,
     wrap,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "otsu_thresholds",
     "quantity_of",
     "saliency_maps",
+    "selected_measures",
     "tested_measures",
     "wrap",
 ]

@@ -95,6 +95,21 @@ def quantity_of(measure: str) -> str:
     return measure.rsplit(".", 1)[-1]
 
 
+def selected_measures(columns: Iterable[str], choice: str | Sequence[str]) -> list[str]:
+    """The measures that config key ``concepts.measures`` asks to test among a table's ``columns``:
+    ``"all"`` for :func:`tested_measures`, or a list of measure names, each of which must be a column."""
+    columns = list(columns)
+    if choice == "all":
+        return tested_measures(columns)
+    available = [name for name in columns if "." in name]
+    unknown = [name for name in choice if name not in available]
+    if unknown:
+        raise ValueError(
+            f"config key 'concepts.measures': unknown measure {unknown[0]!r}; known: {', '.join(available)}"
+        )
+    return list(choice)
+
+
 def tested_measures(columns: Iterable[str]) -> list[str]:
     """The measure columns worth a statistical test, in their given order.
 

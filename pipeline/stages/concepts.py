@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.measures import tested_measures
+from pipeline.measures import selected_measures
 from pipeline.models import load_classifier
 from pipeline.stats import unit_concepts, unit_summary
 from pipeline.store import read_parquet, write_json, write_parquet
@@ -41,16 +41,7 @@ def find_concepts(
     """Write ``concepts/unit_concepts.parquet`` and ``concepts/unit_summary.parquet``."""
     changes = read_parquet(changes_path)
     nulls = read_parquet(nulls_path)
-    if measures == "all":
-        selected = tested_measures(changes.columns)
-    else:
-        available = [name for name in changes.columns if "." in name]
-        unknown = [m for m in measures if m not in available]
-        if unknown:
-            raise ValueError(
-                f"config key 'concepts.measures': unknown measure {unknown[0]!r}; known: {', '.join(available)}"
-            )
-        selected = list(measures)
+    selected = selected_measures(changes.columns, measures)
     column_p = read_parquet(link_units_path).set_index("unit")["p"]
     concepts = unit_concepts(
         changes, nulls, selected, n_boot=n_boot, seed=seed, q=q, min_effect=min_effect, column_p=column_p

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from pipeline.adaptive import Design, SequentialTest, look_schedule
-from pipeline.measures import tested_measures
+from pipeline.measures import selected_measures
 from pipeline.stages.common import load_models, prepare_device
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.measure import sweep_table
@@ -74,19 +74,11 @@ def perturb_chunk_adaptive(
     """
     rows, classes, r, unit_ids, values = chunk_sweeps(latents_path, activations_path, ranges_path, units, steps)
     nulls = read_parquet(nulls_path)
-    measures = tested_measures(nulls.columns) if concepts["measures"] == "all" else list(concepts["measures"])
+    measures = selected_measures(nulls.columns, concepts["measures"])
     schedule = {
         int(u): look_schedule(rows, classes, adaptive["look_size"], (adaptive["seed"], int(u))) for u in unit_ids
     }
-    design = Design(
-        n_tests=total_units * len(measures),
-        looks=tuple(int(n) for n in np.cumsum([len(look) for look in schedule[int(unit_ids[0])]])),
-        q=concepts["q"],
-        min_effect=concepts["min_effect"],
-        futility_z=adaptive["futility_z"],
-        discovery_fraction=adaptive["discovery_fraction"],
-        efficacy_alpha=adaptive["efficacy_alpha"],
-    )
+    design = Design.from_config(total_units * len(measures), schedule[int(unit_ids[0])], adaptive, concepts)
     link = load_link(link_path)
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
