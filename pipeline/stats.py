@@ -78,6 +78,10 @@ What a label means. A sweep sets one unit and keeps the others, as in the paper,
 a linear link a concept is what the unit carries beyond the rest of the layer. A unit that
 mixes a statistic the layer carries elsewhere with one it lacks points mostly at the latter,
 or at nothing clearly: the validation's area mixtures go unlabelled (docs/benchmarks.md).
+The observational alternative, moving every other unit by its regression on the swept one
+(and random directions likewise), was measured and not adopted: it labels units by what
+co-varies with them, and against random read-outs of the layer, which all move object
+area, the planted area units lose their label.
 """
 
 from __future__ import annotations
