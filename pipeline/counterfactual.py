@@ -12,6 +12,12 @@ render is classified as ``target``. Each sample stops on its own success or at `
 
 The search runs many samples at once. The loss is a sum of per-sample terms and both
 optimisers act element-wise, so a batch gives the same shifts as one sample at a time.
+
+Nothing in the loss bounds how far the latent travels (the cosine ignores its length), and
+a classifier may call an image the generator was never trained to make, a flat colour
+field say, by any class. So every counterfactual's latent is placed against the training
+latents (:class:`LatentDomain`): a flip counts as in the generator's domain only if its
+latent is no farther from their mean, in their standard deviations, than 99 % of them.
 """
 
 from __future__ import annotations
@@ -47,6 +53,30 @@ OPTIMIZERS = ("sgd", "adam")
 PANEL_ROWS = 8
 STD_FLOOR_FRACTION = 0.01
 PROGRESS_SECONDS = 10.0
+DOMAIN_QUANTILE = 0.99
+
+
+@dataclass(frozen=True)
+class LatentDomain:
+    """Where the generator's training-time latents lie: their mean and std per latent dim,
+    and the ``DOMAIN_QUANTILE`` quantile of their standardised distance from the mean."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    radius: float
+
+    @classmethod
+    def fit(cls, w: np.ndarray) -> LatentDomain:
+        if len(w) < 2:
+            raise ValueError(f"latent domain: needs at least 2 latents, got {len(w)}")
+        w = np.asarray(w, dtype=np.float64)
+        std = w.std(axis=0)
+        domain = cls(w.mean(axis=0), np.where(std > 0, std, 1.0), 0.0)
+        return cls(domain.mean, domain.std, float(np.quantile(domain.distances(w), DOMAIN_QUANTILE)))
+
+    def distances(self, w: np.ndarray) -> np.ndarray:
+        """Standardised distance of each latent ``w [N, w_dim]`` from the mean, [N]."""
+        return np.linalg.norm((np.asarray(w, dtype=np.float64) - self.mean) / self.std, axis=1)
 
 
 @dataclass(frozen=True)
@@ -268,8 +298,9 @@ def counterfactual_pair(
     [N, H, W, 3], the shift [N, U], success [N] and sample [N]) and a PNG panel of the first
     samples (original | counterfactual | difference per row) for the Snakemake report.
     """
-    latents, _ = read_zarr(latents_path, ["class", "split"])
+    latents, _ = read_zarr(latents_path, ["class", "split", "w"])
     activations, _ = read_zarr(activations_path, ["r", "accepted"])
+    domain = LatentDomain.fit(latents["w"][activations["accepted"] & (latents["split"] == "train")])
     candidates = np.flatnonzero(activations["accepted"] & (latents["split"] == "test") & (latents["class"] == origin))
     if candidates.size == 0:
         raise ValueError(f"{activations_path}: no accepted test sample of class {origin} to start counterfactuals from")
@@ -305,8 +336,12 @@ def counterfactual_pair(
         int(np.median(result.steps)),
     )
     image_changes = pair_measure_changes(clf, result, origin, torch_device)
+    with torch.no_grad():
+        rendered = link(torch.from_numpy(result.r_counterfactual).to(torch_device)).cpu().numpy()
     concepts = read_parquet(unit_summary_path)
     table = pair_table(result, rows, activations["r"][rows], unit_std, concepts, image_changes, top_units)
+    table.insert(table.columns.get_loc("shift_l2") + 1, "latent_distance", domain.distances(rendered))
+    table.insert(table.columns.get_loc("latent_distance") + 1, "in_domain", table["latent_distance"] <= domain.radius)
     settings = {
         "origin": origin,
         "target": target,
@@ -316,6 +351,7 @@ def counterfactual_pair(
         "w_cos": w_cos,
         "check_every": check_every,
         "optimizer": optimizer,
+        "latent_domain_radius": domain.radius,
     }
     write_parquet(table_path, table, metadata={k: json.dumps(v) for k, v in settings.items()})
     write_zarr(
@@ -438,8 +474,9 @@ def summarise_pairs(
 ) -> None:
     """Aggregate every pair's table over its successful samples.
 
-    ``summary.json`` holds, per pair, the success rate, median steps, median shift size and
-    mean final target probability, and the success rate over all pairs. ``summary.parquet``
+    ``summary.json`` holds, per pair, the success rate, the rate of flips whose latent is in
+    the generator's domain, the median steps, shift size and latent distance, and the mean
+    final target probability; and both rates over all pairs. ``summary.parquet``
     has one row per (pair, measure): the measured image change (mean, bootstrap 95% CI,
     standardised effect, and the fraction of samples that change in the mean's direction),
     and how the shift acts on units labelled with that measure (their share of the top
@@ -459,17 +496,29 @@ def summarise_pairs(
                 "target": target,
                 "n": len(table),
                 "n_success": len(flipped),
+                "n_success_in_domain": int(flipped["in_domain"].sum()),
                 "success_rate": float(table["success"].mean()),
+                "success_in_domain_rate": float((table["success"] & table["in_domain"]).mean()),
                 "median_steps": float(table["steps"].median()),
                 "median_shift_l2": float(table["shift_l2"].median()),
+                "median_latent_distance": float(table["latent_distance"].median()),
+                "latent_domain_radius": float(json.loads(metadata[b"latent_domain_radius"])),
                 "mean_prob_target": float(table["prob_target"].mean()),
             }
         )
         rows.append(concept_movement(flipped, effects, n_boot=n_boot, seed=seed).assign(origin=origin, target=target))
     total = sum(p["n"] for p in pairs)
+
+    def overall(count: str) -> float | None:
+        return sum(p[count] for p in pairs) / total if total else None
+
     write_json(
         summary_json_path,
-        {"pairs": pairs, "success_rate": sum(p["n_success"] for p in pairs) / total if total else None},
+        {
+            "pairs": pairs,
+            "success_rate": overall("n_success"),
+            "success_in_domain_rate": overall("n_success_in_domain"),
+        },
     )
     frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["origin", "target", "measure"])
     leading = ["origin", "target", "measure"]

@@ -7,8 +7,11 @@ is the strongest channel. Flipping red to green must therefore make the image gr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -16,7 +19,14 @@ from PIL import Image
 from torch import nn
 
 from pipeline import measures
-from pipeline.counterfactual import concept_movement, counterfactual_pair, difference_image, search, summarise_pairs
+from pipeline.counterfactual import (
+    LatentDomain,
+    concept_movement,
+    counterfactual_pair,
+    difference_image,
+    search,
+    summarise_pairs,
+)
 from pipeline.store import read_json, read_parquet, read_zarr
 
 RED, GREEN, BLUE = 0, 1, 2
@@ -227,6 +237,10 @@ def test_a_pair_writes_the_contracted_artifacts_on_a_real_run(finished_run, tmp_
     assert table["top_units"].map(len).eq(4).all() and table["top_concepts"].map(len).eq(4).all()
     assert measures.tested_measures(table.columns) and "object.area" in table.columns
     assert table["steps"].between(1, 4).all()
+    # The latents these flips render are placed against the training latents.
+    radius = json.loads(pq.read_schema(out / "0-1.parquet").metadata[b"latent_domain_radius"])
+    assert radius > 0 and (table["latent_distance"] > 0).all()
+    assert table["in_domain"].equals(table["latent_distance"] <= radius)
 
     images, attrs = read_zarr(out / "0-1.zarr")
     assert attrs["origin"] == 0 and attrs["target"] == 1
@@ -240,6 +254,21 @@ def test_a_pair_writes_the_contracted_artifacts_on_a_real_run(finished_run, tmp_
     summary = read_json(out / "summary.json")
     assert summary["pairs"][0] | {"n": 3, "origin": 0, "target": 1} == summary["pairs"][0]
     assert summary["success_rate"] == pytest.approx(table["success"].mean())
+    assert summary["success_in_domain_rate"] == pytest.approx((table["success"] & table["in_domain"]).mean())
+    assert summary["pairs"][0]["latent_domain_radius"] == pytest.approx(radius)
     moved = read_parquet(out / "summary.parquet")
     assert list(moved.columns[:3]) == ["origin", "target", "measure"]
     assert set(moved["measure"]) == set(measures.tested_measures(table.columns))
+
+
+def test_latent_domain_holds_the_training_latents_and_not_a_runaway() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(2.0, [0.5, 3.0, 1.0, 0.1], size=(2000, 4))
+    domain = LatentDomain.fit(w)
+    # Standardised per dim, so the narrow dim counts as much as the wide one.
+    assert (domain.distances(w) <= domain.radius).mean() == pytest.approx(0.99, abs=0.002)
+    assert domain.radius == pytest.approx(np.sqrt(13.28), rel=0.1)  # chi(4)'s 99th percentile
+    runaway = domain.mean + 10 * domain.std  # ten standard deviations out in every dim
+    assert domain.distances(runaway[None])[0] == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="at least 2 latents"):
+        LatentDomain.fit(w[:1])

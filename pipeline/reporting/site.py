@@ -463,21 +463,35 @@ def counterfactual_page(site: Path, run: Path, context: _Context, examples: int)
         "<h1>Counterfactuals</h1>",
         "<p class='note'>For held-out samples of the origin class, an activation shift is optimised until the "
         "re-rendered image is classified as the target class, while the linked latent stays close. "
-        f"Over all pairs, {summary['success_rate']:.0%} of the samples flipped.</p>",
+        f"Over all pairs, {summary['success_rate']:.0%} of the samples flipped, and "
+        f"{summary['success_in_domain_rate']:.0%} flipped with a latent in the generator's domain: no farther "
+        "from the training latents' mean, in their standard deviations, than 99% of them. A flip outside it is "
+        "a render the generator was never trained to make, which the classifier may call anything.</p>",
         table(
-            ["origin → target", "samples", "success rate", "median steps", "median shift (L2)", "mean p(target)"],
+            [
+                "origin → target",
+                "samples",
+                "success rate",
+                "in domain",
+                "median steps",
+                "median shift (L2)",
+                "median latent distance (domain)",
+                "mean p(target)",
+            ],
             (
                 (
                     link(f"#pair-{p['origin']}-{p['target']}", f"{names(p['origin'])} → {names(p['target'])}"),
                     p["n"],
                     f"{p['success_rate']:.0%}",
+                    f"{p['success_in_domain_rate']:.0%}",
                     p["median_steps"],
                     p["median_shift_l2"],
+                    f"{p['median_latent_distance']:.1f} ({p['latent_domain_radius']:.1f})",
                     p["mean_prob_target"],
                 )
                 for p in summary["pairs"]
             ),
-            numeric=(False, True, True, True, True, True),
+            numeric=(False, True, True, True, True, True, True, True),
         ),
     ]
     for pair in summary["pairs"]:
@@ -536,15 +550,17 @@ def counterfactual_gallery(site: Path, folder: Path, origin: int, target: int, e
             for u, c, t in zip(row.top_units, row.top_changes, row.top_concepts, strict=True)
         )
         outcome = badge("flipped", "yes") if row.success else badge("not flipped", "no")
+        domain = "" if row.in_domain else " " + badge("latent outside the domain", "no")
         alt = f"sample {row.sample}: original, counterfactual, difference"
         cards.append(
             "<div class='card'>"
-            f"<h3>sample {row.sample} {outcome}</h3>"
+            f"<h3>sample {row.sample} {outcome}{domain}</h3>"
             f"{image(f'img/counterfactuals/{name}', alt, width=triple.display_width(COUNTERFACTUAL_TILE))}"
             f"<div class='muted'>original · counterfactual · difference</div>"
             f"<div>p({pages.cell_html(names(origin))}) {_change(row.start_prob_origin, row.prob_origin)}, "
             f"p({pages.cell_html(names(target))}) {_change(row.start_prob_target, row.prob_target)}</div>"
-            f"<div>{row.steps} steps, shift L2 {fmt(float(row.shift_l2))}</div>"
+            f"<div>{row.steps} steps, shift L2 {fmt(float(row.shift_l2))}, "
+            f"latent distance {fmt(float(row.latent_distance))}</div>"
             f"<div>most changed units (std): {top}</div>"
             "</div>"
         )
