@@ -26,6 +26,7 @@ import pipeline.models.adapters.stylegan as stylegan
 import pipeline.models.adapters.timm_adapter as timm_adapter
 import pipeline.models.adapters.torchscript_adapter  # noqa: F401  (registers kind: torchscript)
 import pipeline.models.adapters.torchvision_adapter as torchvision_adapter
+from pipeline.device import autocast
 from pipeline.models import ModelSpecError, load_classifier, load_generator, spec_weights_sha256
 from pipeline.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, preprocess_from_spec
 from pipeline.models.registry import file_sha256
@@ -381,6 +382,20 @@ def test_noise_mode_and_force_fp32_reach_the_synthesis_network(xl_pickle):
         reduced = load_generator(stylegan_spec(xl_pickle, force_fp32=False))
         difference = (reduced.synthesis(ws) - const.synthesis(ws)).abs().max()
     assert 0 < difference < 0.1
+
+
+def test_a_run_precision_leaves_the_stylegan_network_its_own(xl_pickle):
+    # The run's bf16 autocast would break the synthesis layers' dtype asserts, as it does
+    # StyleGAN3's and StyleGAN-XL's; the network keeps its own precision instead.
+    generator = load_generator(stylegan_spec(xl_pickle))
+    z, c = torch.randn(2, 8), one_hot([0, 1])
+    with torch.no_grad():
+        ws = generator.mapping(z, c, truncation_psi=0.7)
+        images = generator.synthesis(ws)
+        with autocast(torch.device("cpu"), "bf16"):
+            assert torch.equal(generator.mapping(z, c, truncation_psi=0.7), ws)
+            autocast_images = generator.synthesis(ws)
+    assert autocast_images.dtype == torch.float32 and torch.equal(autocast_images, images)
 
 
 def test_class_ids_are_checked_against_c_dim(xl_pickle):

@@ -36,7 +36,7 @@ import pickle
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -104,8 +104,10 @@ class StyleGANGenerator(torch.nn.Module):
                 raise ValueError(f"generator: a conditional generator (c_dim {self.c_dim}) needs one-hot classes c")
             c = z.new_zeros(z.shape[0], 0)
         if not self.class_average_truncation:
-            return self.network.mapping(z, c, truncation_psi=truncation_psi)
-        ws = self.network.mapping(z, c, truncation_psi=1.0)
+            with _own_precision(z):
+                return self.network.mapping(z.float(), c.float(), truncation_psi=truncation_psi)
+        with _own_precision(z):
+            ws = self.network.mapping(z.float(), c.float(), truncation_psi=1.0)
         if truncation_psi == 1:
             return ws
         centres = self.class_centres(c).to(ws.dtype).unsqueeze(1)
@@ -113,7 +115,8 @@ class StyleGANGenerator(torch.nn.Module):
 
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """ws [B, num_ws, w_dim] -> float32 images [B, 3, H, W], nominally in [-1, 1] (not clamped)."""
-        images = self.network.synthesis(ws, noise_mode=self.noise_mode, force_fp32=self.force_fp32)
+        with _own_precision(ws):
+            images = self.network.synthesis(ws.float(), noise_mode=self.noise_mode, force_fp32=self.force_fp32)
         return images.float()
 
     def class_centres(self, c: torch.Tensor) -> torch.Tensor:
@@ -161,6 +164,17 @@ def check_class_ids(generator: Any, classes: Any) -> None:
             raise ModelSpecError(f"classes: class ids must be integers, got {class_id!r}")
         if not 0 <= class_id < c_dim:
             raise ModelSpecError(f"classes: class id {class_id} is not below the generator's c_dim {c_dim}")
+
+
+def _own_precision(tensor: torch.Tensor) -> AbstractContextManager:
+    """Run a StyleGAN network outside any enclosing autocast.
+
+    StyleGAN picks each layer's precision itself (its fp16 layers, unless ``force_fp32``),
+    and StyleGAN3's and StyleGAN-XL's layers assert the dtype they picked, which autocast
+    would change. The run's ``precision`` therefore applies to the classifier; a StyleGAN
+    generator runs reduced precision through ``force_fp32: false``.
+    """
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 class _Unresolved:

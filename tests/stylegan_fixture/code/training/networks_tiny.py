@@ -57,7 +57,11 @@ class SynthesisNetwork(torch.nn.Module):
         x = torch.nn.functional.interpolate(x, size=self.img_resolution, mode="bilinear", align_corners=False)
         for w, style, conv in zip(ws.unbind(1), self.styles, self.convs, strict=True):
             x = x * (1 + style(w)).unsqueeze(-1).unsqueeze(-1)
-            x = torch.nn.functional.conv2d(x.to(dtype), conv.weight.to(dtype), conv.bias.to(dtype), padding=1).float()
+            x = torch.nn.functional.conv2d(x.to(dtype), conv.weight.to(dtype), conv.bias.to(dtype), padding=1)
+            # StyleGAN3's and StyleGAN-XL's synthesis layers assert the dtype they chose, so
+            # they fail under an enclosing autocast.
+            assert x.dtype == dtype
+            x = x.float()
             if noise_mode == "const":
                 x = x + 0.1 * self.noise_const
             elif noise_mode == "random":
