@@ -198,25 +198,35 @@ def compare(
     }
 
     available = ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"]
+    unavailable = [p for p in precisions if p not in available]
+    if unavailable:
+        raise ValueError(f"--precisions: {unavailable[0]} does not run on {device.type}; choose from {available}")
     precisions = [p for p in available if p in precisions] if precisions else available
-    if not precisions:
-        raise ValueError(f"--precisions: none of them runs on {device.type}; choose from {available}")
     values = torch.from_numpy(sweep_values(low, high, steps))
     sweep = sweep_latents(link, r, unit_ids, values.to(device)).reshape(-1, generator.w_dim)
     mask_classes = torch.zeros(len(sweep), dtype=torch.int64)
     out = Path(tempfile.mkdtemp(prefix="bench-perturb-"))
+    rendered: dict[str, dict[str, np.ndarray]] = {}  # each precision's last renders of the whole sweep
+
+    def render(rows: slice, precision: str) -> dict[str, np.ndarray]:
+        """The renders of ``sweep[rows]`` (whole sweeps) as the perturb stage stores them."""
+        encoded = render_and_encode(
+            generator, classifier, sweep[rows], batch_size=batch_size, device=device, label="bench",
+            keep_images=True, mask_classes=mask_classes[rows], precision=precision,
+        )  # fmt: skip
+        height, width = encoded.images.shape[1:3]
+        return {
+            "images": encoded.images.reshape(-1, steps, height, width, 3),
+            "masks": encoded.masks.reshape(-1, steps, height, width),
+            "r": encoded.r,
+        }
 
     def run_batched(n: int, precision: str, measure: bool = True) -> None:
-        encoded = render_and_encode(
-            generator, classifier, sweep[:n], batch_size=batch_size, device=device, label="bench",
-            keep_images=True, mask_classes=mask_classes[:n], precision=precision,
-        )  # fmt: skip
+        arrays = rendered[precision] = render(slice(0, n), precision)
         if not measure:
             return
-        height, width = encoded.images.shape[1:3]
-        images = encoded.images.reshape(-1, steps, height, width, 3)
-        table = measure_sweeps(images, encoded.masks.reshape(-1, steps, height, width))
-        write_zarr(out / "renders.zarr", {"images": images, "masks": encoded.masks, "r": encoded.r})
+        table = measure_sweeps(arrays["images"], arrays["masks"])
+        write_zarr(out / "renders.zarr", arrays)
         write_parquet(out / "table.parquet", table)
 
     # A chunk holds chunk_units units' sweeps over all samples, in (unit, sample, step) order.
@@ -231,21 +241,8 @@ def compare(
         with ThreadPoolExecutor(max_workers=max(1, host_threads // MEASURE_JOB_THREADS)) as measure_jobs:
             jobs = []
             for index, start in enumerate(range(0, len(sweep), chunk)):
-                rows = slice(start, min(start + chunk, len(sweep)))
-                encoded = render_and_encode(
-                    generator, classifier, sweep[rows], batch_size=batch_size, device=device, label="bench",
-                    keep_images=True, mask_classes=mask_classes[rows], precision=precision,
-                )  # fmt: skip
-                height, width = encoded.images.shape[1:3]
                 store = out / f"chunk-{index}.zarr"
-                write_zarr(
-                    store,
-                    {
-                        "images": encoded.images.reshape(-1, steps, height, width, 3),
-                        "masks": encoded.masks.reshape(-1, steps, height, width),
-                        "r": encoded.r,
-                    },
-                )
+                write_zarr(store, render(slice(start, min(start + chunk, len(sweep))), precision))
                 jobs.append(measure_jobs.submit(measure_job, store))
             for job in jobs:
                 job.result()
@@ -263,13 +260,8 @@ def compare(
     best = max(precisions, key=lambda precision: figures[f"workflow_end_to_end_{precision}_images_per_s"])
     figures["workflow_images_per_s"] = figures[f"workflow_end_to_end_{best}_images_per_s"]
 
-    # Where the host's time goes: all renders measured with every host thread, and written.
-    encoded = render_and_encode(
-        generator, classifier, sweep, batch_size=batch_size, device=device, label="bench",
-        keep_images=True, mask_classes=mask_classes, precision=best,
-    )  # fmt: skip
-    images = encoded.images.reshape(-1, steps, *encoded.images.shape[1:])
-    masks = encoded.masks.reshape(-1, steps, *encoded.masks.shape[1:])
+    # Where the host's time goes: the best precision's renders measured with every host thread, and written.
+    images, masks = rendered[best]["images"], rendered[best]["masks"]
     seconds = timed(lambda: measure_sweeps(images, masks, threads=host_threads), device)
     figures["host_measure_images_per_s"] = len(sweep) / seconds
     seconds = timed(lambda: write_zarr(out / "renders.zarr", {"images": images, "masks": masks}), device)
@@ -307,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--chunk-units", type=int, default=2, help="units per perturb job in the workflow layout")
-    parser.add_argument("--precisions", nargs="*", default=[], help="of fp32 bf16 fp16 (default: all the device runs)")
+    parser.add_argument(
+        "--precisions", nargs="*", default=[], choices=["fp32", "bf16", "fp16"], help="default: all the device runs"
+    )
     parser.add_argument("--threads", type=int, default=2, help="host threads (torch, and the measure jobs in all)")
     args = parser.parse_args(argv)
 
