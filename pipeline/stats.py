@@ -159,7 +159,7 @@ def unit_concepts(
     chosen_values = np.where(use_w[..., None], per_w, values)
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
-    trimmed_change = trimmed_mean(values)
+    trimmed_change = as_is.trimmed
     p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
     p_link = _link_p(column_p, units, len(measures))
     p = np.fmax(np.fmax(p_random, p_rerender), np.nan_to_num(p_link))
@@ -198,6 +198,7 @@ def unit_concepts(
 class _Comparison:
     """A unit x measure grid ``[U, M]`` compared with random directions."""
 
+    trimmed: np.ndarray
     effect: np.ndarray
     p: np.ndarray
     location: np.ndarray
@@ -218,7 +219,7 @@ def _against_directions(
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(scale > 0, (trimmed - location) / scale, np.nan)
         t = (trimmed - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
-    return _Comparison(effect, _t_p_value(t, n_directions - 1, upper_only), location, scale)
+    return _Comparison(trimmed, effect, _t_p_value(t, n_directions - 1, upper_only), location, scale)
 
 
 def unit_summary(concepts: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
