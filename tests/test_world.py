@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pipeline import world
+from pipeline.world import ClassManifest, class_manifest
 
 
 def test_sample_shapes_types_and_ranges():
@@ -90,3 +91,19 @@ def test_shapes_are_distinct():
     iou = overlap / (masks.sum((1, 2))[:, None] + masks.sum((1, 2))[None, :] - overlap)
     off_diagonal = iou[~torch.eye(len(world.SHAPES), dtype=torch.bool)]
     assert off_diagonal.max() < 0.9
+
+
+def test_class_manifest_gives_each_pair_its_separating_factors_and_measure_signs():
+    manifest = ClassManifest(
+        classes=("a", "b", "c"),
+        factor_means={"ear_length": (1.0, 2.0, 1.0), "coat_hue": (0.1, 0.1, 0.5)},
+        defining={(0, 1): ("ear_length",), (0, 2): ("coat_hue",), (1, 2): ("ear_length", "coat_hue")},
+        factor_measures={"ear_length": {"part:ear.area": 1}, "coat_hue": {"part:body.redness": -1, "part:ear.area": 1}},
+    )
+    assert manifest.differing_factors(1, 0) == {"ear_length": -1}
+    assert manifest.expected_measure_moves(0, 2) == {"part:body.redness": -1, "part:ear.area": 1}
+    # ear area reads both separating factors of (1, 2), pulled in opposite directions: no expected sign.
+    assert manifest.expected_measure_moves(1, 2) == {"part:body.redness": -1}
+    assert class_manifest("shapes") is None
+    with pytest.raises(ValueError, match="pair"):
+        ClassManifest(classes=("a",), factor_means={}, defining={(0, 1): ()}, factor_measures={})

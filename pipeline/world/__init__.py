@@ -7,6 +7,7 @@ so later stages can check what a unit encodes against ground truth.
 This package imports nothing else from the project.
 """
 
+from pipeline.world.manifest import ClassManifest, class_manifest, register_manifest
 from pipeline.world.render import (
     FACTOR_RANGES,
     FACTORS,
@@ -18,10 +19,13 @@ from pipeline.world.render import (
 )
 
 __all__ = [
+    "ClassManifest",
     "FACTOR_RANGES",
     "FACTORS",
     "IMAGE_SIZE",
     "SHAPES",
+    "class_manifest",
+    "register_manifest",
     "render",
     "sample",
     "sample_factors",
