@@ -1,6 +1,9 @@
-"""Throughput of the shapes-world renderer (``pipeline.world.sample``) in images per second.
+"""Throughput of the world renderers (``pipeline.world.sample``) in images per second.
 
-Usage: python bench/world_throughput.py [--batch-sizes 256 1024 4096] [--threads 2]
+Every world named is timed in the same run, so their ratio holds even on a loaded machine;
+the load average before and after is printed with the figures.
+
+Usage: python bench/world_throughput.py [--worlds shapes breeds] [--batch-sizes 256 1024 4096] [--threads 2]
 """
 
 from __future__ import annotations
@@ -16,35 +19,44 @@ import pipeline.world as world
 from pipeline.device import set_threads
 
 
-def measure(batch_size: int, image_size: int, min_seconds: float, seed: int) -> tuple[float, int]:
+def measure(world_name: str, batch_size: int, image_size: int, min_seconds: float, seed: int) -> tuple[float, int]:
     """Render batches of ``batch_size`` for at least ``min_seconds``; return (images/s, batches)."""
-    world.sample(batch_size, seed, image_size=image_size)  # warm-up: allocator and kernels
+    world.sample(batch_size, seed, image_size=image_size, world=world_name)  # warm-up: allocator and kernels
     batches, start = 0, time.perf_counter()
     while True:
-        world.sample(batch_size, seed + 1 + batches, image_size=image_size)
+        world.sample(batch_size, seed + 1 + batches, image_size=image_size, world=world_name)
         batches += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             return batches * batch_size / elapsed, batches
 
 
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worlds", nargs="+", default=list(world.WORLDS), choices=world.WORLDS)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--image-size", type=int, default=world.IMAGE_SIZE)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, the CI machine's cores)")
-    parser.add_argument("--min-seconds", type=float, default=3.0, help="time spent per batch size")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="time spent per world and batch size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     set_threads(args.threads)
-    print(f"shapes-world renderer, {args.image_size}x{args.image_size} RGB, {len(world.SHAPES)} classes")
+    classes = ", ".join(f"{name} {len(world.class_names(name))}" for name in args.worlds)
+    print(f"world renderers, {args.image_size}x{args.image_size} RGB; classes: {classes}")
     machine = platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {args.threads} thread(s) of {os.cpu_count()} CPU(s), {machine}")
-    print(f"{'batch size':>10}  {'images/s':>10}  {'batches':>7}")
-    for batch_size in args.batch_sizes:
-        rate, batches = measure(batch_size, args.image_size, args.min_seconds, args.seed)
-        print(f"{batch_size:>10}  {rate:>10,.0f}  {batches:>7}")
+    print(f"load average (1, 5, 15 min) before: {load_average()}")
+    print(f"{'world':>8}  {'batch size':>10}  {'images/s':>10}  {'batches':>7}")
+    for world_name in args.worlds:
+        for batch_size in args.batch_sizes:
+            rate, batches = measure(world_name, batch_size, args.image_size, args.min_seconds, args.seed)
+            print(f"{world_name:>8}  {batch_size:>10}  {rate:>10,.0f}  {batches:>7}")
+    print(f"load average (1, 5, 15 min) after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -197,28 +197,36 @@ def sample(
 
 def render(factors: pd.DataFrame | Mapping[str, Sequence[float]], image_size: int = IMAGE_SIZE) -> torch.Tensor:
     """Images float32 ``[n, 3, H, W]`` in [0, 1] for factor rows; the breed shows only through its factors."""
-    return _in_chunks(factors, image_size, lambda figure: figure.image())
+    columns = _columns(factors)
+    n = columns[FACTORS[0]].shape[0]
+    images = torch.empty(n, 3, image_size * image_size)
+    for rows in _chunks(n):
+        _Figure({name: values[rows] for name, values in columns.items()}, image_size).image(out=images[rows])
+    return images.view(n, 3, image_size, image_size)
 
 
 def part_map(factors: pd.DataFrame | Mapping[str, Sequence[float]], image_size: int = IMAGE_SIZE) -> torch.Tensor:
     """int64 ``[n, H, W]``: 0 where the figure covers at most half a pixel, else ``k`` for the
     part ``PART_NAMES[k - 1]`` that contributes most to the pixel's colour."""
-    return _in_chunks(factors, image_size, lambda figure: figure.labels())
+    columns = _columns(factors)
+    n = columns[FACTORS[0]].shape[0]
+    labels = torch.empty(n, image_size, image_size, dtype=torch.int64)
+    for rows in _chunks(n):
+        labels[rows] = _Figure({name: values[rows] for name, values in columns.items()}, image_size).labels()
+    return labels
 
 
-def _in_chunks(factors, image_size: int, draw) -> torch.Tensor:
-    """``draw`` applied to chunks of rows, concatenated: chunks of a few MB stay in cache
-    and reuse freed memory, where one large batch spends its time faulting in fresh pages."""
+def _columns(factors: pd.DataFrame | Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
     missing = [name for name in FACTORS if name not in factors]
     if missing:
         raise ValueError(f"breeds-world factors lack column {missing[0]!r}")
-    columns = {name: np.asarray(factors[name], dtype=np.float32) for name in FACTORS}
-    n = columns[FACTORS[0]].shape[0]
-    chunks = [
-        draw(_Figure({name: values[start:start + CHUNK_ROWS] for name, values in columns.items()}, image_size))
-        for start in range(0, max(n, 1), CHUNK_ROWS)
-    ]
-    return torch.cat(chunks)
+    return {name: np.ascontiguousarray(factors[name], dtype=np.float32) for name in FACTORS}
+
+
+def _chunks(n: int) -> list[slice]:
+    """Rows in chunks of a few MB of canvas each: they stay in cache and reuse freed memory,
+    where one large batch spends its time faulting in fresh pages."""
+    return [slice(start, min(start + CHUNK_ROWS, n)) for start in range(0, n, CHUNK_ROWS)]
 
 
 class _Figure:
@@ -268,17 +276,23 @@ class _Figure:
         steps = torch.arange(width)
         columns = low_column.floor().long().clamp(0, size - width) + steps.view(1, 1, -1)
         rows = low_row.floor().long().clamp(0, size - width) + steps.view(1, -1, 1)
-        # Pixel centres in [0, 1], y down; figure frame: u forward (right), v up, one unit = scale.
-        dx = (columns + 0.5) / size - self.f["x"]
-        dy = (rows + 0.5) / size - self.f["y"]
-        u = (self.cos * dx - self.sin * dy) / self.f["scale"] + FIGURE_CENTRE[0]
-        v = (-self.sin * dx - self.cos * dy) / self.f["scale"] + FIGURE_CENTRE[1]
-        distance = _tapered(u, v, base_u, base_v, dir_u, dir_v, length, base_radius, tip_radius)
-        coverage = (0.5 - distance * self.pixels_per_unit).clamp_(0.0, 1.0)
+        # The primitive's own frame (along its axis, across it) in pixels is affine in the
+        # pixel's column and row, so it is a sum of a per-column and a per-row term.
+        f, ppu, cos, sin = self.f, self.pixels_per_unit, self.cos, self.sin
+        column_offset = columns + (0.5 - f["x"] * size)
+        row_offset = rows + (0.5 - f["y"] * size)
+        to_base_u = (FIGURE_CENTRE[0] - torch.as_tensor(base_u)) * ppu
+        to_base_v = (FIGURE_CENTRE[1] - torch.as_tensor(base_v)) * ppu
+        along_by_column = column_offset * (cos * dir_u - sin * dir_v) + (to_base_u * dir_u + to_base_v * dir_v)
+        across_by_column = column_offset * (cos * dir_v + sin * dir_u) + (to_base_u * dir_v - to_base_v * dir_u)
+        along = along_by_column + row_offset * (-sin * dir_u - cos * dir_v)
+        across = across_by_column + row_offset * (cos * dir_u - sin * dir_v)
+        coverage = _tapered_coverage(along, across.abs_(), length * ppu, base_radius * ppu, tip_radius * ppu)
         return (rows * size + columns).reshape(n, width * width), coverage.reshape(n, width * width)
 
-    def image(self) -> torch.Tensor:
-        f, n, size = self.f, self.n, self.size
+    def image(self, out: torch.Tensor) -> None:
+        """Draw the images into ``out``, float32 ``[n, 3, H*W]``."""
+        f, n = self.f, self.n
         coat = _hsv_to_rgb(f["coat_hue"], f["coat_saturation"], f["coat_value"]).view(n, 3, 1)
         spotted = self._spot_mask().mul_(-SPOT_DARKENING * f["spots"].view(n, 1)).add_(1.0).unsqueeze(1) * coat
         pointed = coat * (1.0 - f["points"].view(n, 1, 1))
@@ -293,10 +307,10 @@ class _Figure:
             7: torch.tensor(EYE_RGB).view(1, 3, 1),
         }
         background = _hsv_to_rgb(f["bg_hue"], torch.full_like(f["bg_hue"], BACKGROUND_SATURATION), f["bg_luminance"])
-        image = background.view(n, 3, 1).expand(n, 3, size * size).clone()
+        out.copy_(background.view(n, 3, 1).expand_as(out))
         for label in DRAW_ORDER:
-            image.lerp_(colours[label].expand_as(image), self.canvases[label].unsqueeze(1))
-        return image.clamp_(0.0, 1.0).view(n, 3, size, size)
+            out.lerp_(colours[label].expand_as(out), self.canvases[label].unsqueeze(1))
+        out.clamp_(0.0, 1.0)
 
     def _spot_mask(self) -> torch.Tensor:
         """[n, H*W]: 1 inside a spot of the figure's coat, 0 outside, blurred over about a pixel."""
@@ -357,23 +371,22 @@ def _primitives(f: Mapping[str, torch.Tensor]):
                      f["eye_size"], f["eye_size"])
 
 
-def _tapered(u, v, base_u, base_v, dir_u, dir_v, length, base_radius, tip_radius):
-    """Signed distance to a cone with rounded ends from a base circle to a tip circle.
-
-    The axis starts at the base and runs ``length`` along the unit vector ``(dir_u, dir_v)``;
-    equal radii give a capsule, and length 0 a circle.
+def _tapered_coverage(along, across, length, base_radius, tip_radius):
+    """Anti-aliased coverage of a cone with rounded ends, from a base circle to a tip circle,
+    for pixels at (``along``, ``across`` >= 0) of its axis, which starts at the base and runs
+    ``length``; all in pixels. Equal radii give a capsule, and length 0 a circle.
     """
-    pu, pv = u - base_u, v - base_v
-    along = pu * dir_u + pv * dir_v
-    across = (pu * dir_v - pv * dir_u).abs()
     # The cone's sides touch both circles; slope is the sine of their half-angle.
     slope = torch.as_tensor((base_radius - tip_radius) / torch.as_tensor(length).clamp(min=1e-4))
     cosine = torch.sqrt(1.0 - slope * slope)
-    k = along * cosine - across * slope  # where the point projects onto the side, measured along it
-    side = across * cosine + along * slope - base_radius
-    to_base = torch.hypot(along, across) - base_radius
-    to_tip = torch.hypot(along - length, across) - tip_radius
-    return torch.where(k < 0.0, to_base, torch.where(k > cosine * length, to_tip, side))
+    # Where the pixel projects onto a side, measured along it, picks the nearest feature;
+    # every distance is taken plus the base radius, which is subtracted once at the end.
+    k = along * cosine - across * slope
+    to_side = across * cosine + along * slope
+    to_base = torch.hypot(along, across)
+    to_tip = torch.hypot(along - length, across).add_(base_radius - tip_radius)
+    distance = torch.where(k < 0.0, to_base, torch.where(k > cosine * length, to_tip, to_side))
+    return distance.neg_().add_(base_radius + 0.5).clamp_(0.0, 1.0)
 
 
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
