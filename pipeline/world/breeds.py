@@ -53,7 +53,7 @@ BREED_FACTOR_RANGES: dict[str, tuple[float, float]] = {
     "snout_length": (0.02, 0.38),  # snout beyond the head's centre, minus the head radius
     "ear_length": (0.10, 0.52),
     "ear_droop": (-0.05, 2.95),  # radians the ear turns back from upright: 0 pricked, pi/2 back, ~2.6 hanging
-    "eye_size": (0.105, 0.175),  # eye radius
+    "eye_size": (0.115, 0.185),  # eye radius
     "coat_hue": (0.0, 0.15),  # HSV hue of the coat in turns, red (0) to yellow (0.15); not circular here
     "coat_saturation": (0.0, 0.92),
     "coat_value": (0.40, 1.0),  # HSV value (brightness) of the coat
@@ -85,7 +85,7 @@ LEVELS: dict[str, tuple[tuple[float, float, float], float]] = {
     "snout_length": ((0.1, 0.2, 0.3), 0.035),
     "ear_length": ((0.20, 0.31, 0.42), 0.04),
     "ear_droop": ((0.35, 1.45, 2.55), 0.18),
-    "eye_size": ((0.12, 0.14, 0.16), 0.007),
+    "eye_size": ((0.13, 0.15, 0.17), 0.007),
     "coat_hue": ((0.025, 0.075, 0.125), 0.012),
     "coat_saturation": ((0.18, 0.48, 0.78), 0.06),
     "coat_value": ((0.52, 0.7, 0.88), 0.045),
@@ -99,7 +99,7 @@ BREED_LEVELS: dict[str, tuple[int, ...]] = {
     #                hound terrier dachshund greyhound husky dalmatian
     "body_length": (1, 0, 2, 2, 1, 1),
     "body_height": (1, 1, 1, 0, 2, 1),
-    "leg_length": (0, 1, 0, 2, 1, 2),
+    "leg_length": (1, 1, 0, 2, 1, 2),
     "tail_length": (1, 0, 1, 1, 2, 1),
     "tail_angle": (2, 2, 1, 0, 2, 0),
     "head_size": (1, 1, 1, 0, 2, 1),
@@ -123,7 +123,7 @@ LEG_SHADE = 0.9
 EAR_SHADE = 0.85  # ears a little darker than the head, so that they read even without points
 # Back to front: tail, legs, body, snout, head, ear, eye (labels as in PART_NAMES).
 DRAW_ORDER: tuple[int, ...] = (3, 2, 1, 5, 4, 6, 7)
-TAIL_RADII = (0.09, 0.045)  # base, tip
+TAIL_RADII = (0.1, 0.055)  # base, tip
 LEG_RADII = (0.085, 0.06)
 FAR_LEG_OFFSET = 0.1
 EAR_BASE_RADIUS = 0.11
@@ -439,3 +439,31 @@ def _manifest() -> ClassManifest:
 
 MANIFEST = _manifest()
 register_manifest("breeds", MANIFEST)
+
+
+# Okabe-Ito colours, which colour-blind readers tell apart: background black, then the parts.
+PART_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+)
+
+
+def contact_sheet(per_breed: int = 4, seed: int = 0, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: one row per breed, ``per_breed`` samples and then their part maps
+    (colours :data:`PART_PALETTE`), with a 2-pixel white gap around each tile."""
+    palette = torch.tensor(PART_PALETTE, dtype=torch.uint8)
+    rows = []
+    for breed in range(len(BREEDS)):
+        images, _, factors = sample(per_breed, seed + breed, classes=[breed], image_size=image_size)
+        tiles = [(image.permute(1, 2, 0) * 255).round().to(torch.uint8) for image in images]
+        tiles += [palette[labels] for labels in part_map(factors, image_size)]
+        padded = [torch.nn.functional.pad(tile.permute(2, 0, 1), (1, 1, 1, 1), value=255) for tile in tiles]
+        rows.append(torch.cat(padded, 2))
+    return torch.cat(rows, 1).permute(1, 2, 0).numpy()
+
