@@ -1,4 +1,9 @@
-"""Training and quality gates of the builtin models, from scratch on the shapes world.
+"""Training and quality gates of the builtin models, from scratch on a procedural world.
+
+The generator and the attribute probe render and read the shapes world; the classifier
+trains on the world that ``classifier.world`` names (``"shapes"`` by default, or
+``"breeds"``). A classifier of another world than the shapes world is trained, gated and
+saved alone, as ``<world>-classifier``, because the shapes generator cannot be gated by it.
 
 One entry point, :func:`train_default_models`, trains the classifier, the generator and
 the attribute probe, measures the gates and writes weights plus manifests. Every batch is freshly rendered
@@ -52,6 +57,7 @@ SPREAD_GATE = 0.5
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "classifier": {
+        "world": "shapes",
         "architecture": {"stem_width": 16, "widths": [16, 32, 64, 128], "strides": [1, 2, 2, 1], "num_units": 512},
         "steps": 1200,
         "batch_size": 128,
@@ -115,15 +121,26 @@ def train_default_models(
     cfg = merge_config(DEFAULT_CONFIG, config or {})
     evaluation = cfg["evaluation"]
     n, psi, batch_size = evaluation["samples"], evaluation["truncation_psi"], evaluation["batch_size"]
+    classifier_world = cfg["classifier"]["world"]
+    if classifier_world not in world.WORLDS:
+        raise ValueError(f"train config: classifier.world must be one of {', '.join(world.WORLDS)}")
 
     classifier, run = _timed(train_classifier, cfg["classifier"], seed, cfg["log_every"])
+    accuracy_seed = _derived_seed(seed, "evaluation/classifier")
     classifier_metrics = {
-        "accuracy": classifier_accuracy(classifier, n, _derived_seed(seed, "evaluation/classifier"), batch_size),
+        "accuracy": classifier_accuracy(classifier, n, accuracy_seed, batch_size, classifier_world),
         "accuracy_gate": ACCURACY_GATE,
         "samples": n,
     }
-    log.info("classifier: accuracy %.4f on %d fresh world images", classifier_metrics["accuracy"], n)
-    _save(classifier, "shapes-classifier", out_dir, cfg["classifier"], seed, threads, run, classifier_metrics)
+    accuracy = classifier_metrics["accuracy"]
+    log.info("classifier: accuracy %.4f on %d fresh %s-world images", accuracy, n, classifier_world)
+    classifier_name = f"{classifier_world}-classifier"
+    # The class count follows the world, so the checkpoint names it for loading.
+    architecture = {**cfg["classifier"]["architecture"], "num_classes": classifier.num_classes}
+    saved = {**cfg["classifier"], "architecture": architecture}
+    _save(classifier, classifier_name, out_dir, saved, seed, threads, run, classifier_metrics)
+    if classifier_world != "shapes":
+        return {classifier_name: classifier_metrics}
 
     generator, run = _timed(train_generator, cfg["generator"], seed, cfg["log_every"], classifier)
     probe, probe_run = _timed(train_probe, cfg["probe"], seed, cfg["log_every"])
@@ -194,16 +211,20 @@ def merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any], wher
 
 
 def train_classifier(cfg: Mapping[str, Any], seed: int, log_every: int = 100) -> tuple[ShapesClassifier, list[float]]:
-    """Train the shape classifier (cross-entropy on augmented world images); returns it and its loss per step."""
+    """Train the classifier of ``cfg["world"]`` (cross-entropy on augmented world images);
+    returns it and its loss per step."""
+    world_name = cfg["world"]
     torch.manual_seed(_derived_seed(seed, "classifier/init"))
-    model = ShapesClassifier(num_classes=len(world.SHAPES), **_architecture(cfg))
-    _set_input_statistics(model, seed, "classifier")
+    model = ShapesClassifier(num_classes=len(world.class_names(world_name)), **_architecture(cfg))
+    _set_input_statistics(model, seed, "classifier", world_name)
     optimizer, scheduler = _optimizer(model, cfg)
     noise = torch.Generator().manual_seed(_derived_seed(seed, "classifier/augment"))
     losses = []
     model.train()
     for step in range(cfg["steps"]):
-        images, labels, _ = world.sample(cfg["batch_size"], _derived_seed(seed, "classifier/batch", step))
+        images, labels, _ = world.sample(
+            cfg["batch_size"], _derived_seed(seed, "classifier/batch", step), world=world_name
+        )
         images = augment(images, cfg, noise)
         loss = F.cross_entropy(model(images), labels)
         losses.append(_step(optimizer, scheduler, loss))
@@ -330,9 +351,11 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, radius: int = 3) ->
 
 
 @torch.no_grad()
-def classifier_accuracy(classifier: nn.Module, n: int, seed: int, batch_size: int = 500) -> float:
-    """Share of ``n`` fresh world images (seed ``seed``) whose shape the classifier names."""
-    images, labels, _ = world.sample(n, seed)
+def classifier_accuracy(
+    classifier: nn.Module, n: int, seed: int, batch_size: int = 500, world_name: str = "shapes"
+) -> float:
+    """Share of ``n`` fresh images of ``world_name`` (seed ``seed``) whose class the classifier names."""
+    images, labels, _ = world.sample(n, seed, world=world_name)
     predictions = torch.cat([classifier(images[s : s + batch_size]).argmax(1) for s in range(0, n, batch_size)])
     return float((predictions == labels).float().mean())
 
@@ -409,8 +432,8 @@ def _derived_seed(seed: int, stream: str, index: int = 0) -> int:
     return int(np.random.SeedSequence([seed, zlib.crc32(stream.encode()), index]).generate_state(1)[0])
 
 
-def _set_input_statistics(model: nn.Module, seed: int, stream: str) -> None:
-    images, _, _ = world.sample(2048, _derived_seed(seed, f"{stream}/input-statistics"))
+def _set_input_statistics(model: nn.Module, seed: int, stream: str, world_name: str = "shapes") -> None:
+    images, _, _ = world.sample(2048, _derived_seed(seed, f"{stream}/input-statistics"), world=world_name)
     model.input_mean.copy_(images.mean(dim=(0, 2, 3)).view(1, 3, 1, 1))
     model.input_std.copy_(images.std(dim=(0, 2, 3)).view(1, 3, 1, 1))
 
