@@ -128,7 +128,9 @@ LEG_RADII = (0.085, 0.06)
 FAR_LEG_OFFSET = 0.1
 EAR_BASE_RADIUS = 0.11
 SNOUT_ANGLE = -0.3  # radians: the snout points forward and a little down
-CHUNK_ROWS = 256
+# Pixels per chunk of rows: the chunk's eight float32 canvases (16 MiB) stay below glibc's
+# largest mmap threshold (32 MiB), so every chunk reuses the memory its predecessor freed.
+CHUNK_PIXELS = 128 * 64 * 64
 # The point of the figure frame that the (x, y) factors place; it centres the figure.
 FIGURE_CENTRE = (0.18, 0.05)
 
@@ -200,7 +202,7 @@ def render(factors: pd.DataFrame | Mapping[str, Sequence[float]], image_size: in
     columns = _columns(factors)
     n = columns[FACTORS[0]].shape[0]
     images = torch.empty(n, 3, image_size * image_size)
-    for rows in _chunks(n):
+    for rows in _chunks(n, image_size):
         _Figure({name: values[rows] for name, values in columns.items()}, image_size).image(out=images[rows])
     return images.view(n, 3, image_size, image_size)
 
@@ -211,7 +213,7 @@ def part_map(factors: pd.DataFrame | Mapping[str, Sequence[float]], image_size: 
     columns = _columns(factors)
     n = columns[FACTORS[0]].shape[0]
     labels = torch.empty(n, image_size, image_size, dtype=torch.int64)
-    for rows in _chunks(n):
+    for rows in _chunks(n, image_size):
         labels[rows] = _Figure({name: values[rows] for name, values in columns.items()}, image_size).labels()
     return labels
 
@@ -223,10 +225,11 @@ def _columns(factors: pd.DataFrame | Mapping[str, Sequence[float]]) -> dict[str,
     return {name: np.ascontiguousarray(factors[name], dtype=np.float32) for name in FACTORS}
 
 
-def _chunks(n: int) -> list[slice]:
-    """Rows in chunks of a few MB of canvas each: they stay in cache and reuse freed memory,
-    where one large batch spends its time faulting in fresh pages."""
-    return [slice(start, min(start + CHUNK_ROWS, n)) for start in range(0, n, CHUNK_ROWS)]
+def _chunks(n: int, image_size: int) -> list[slice]:
+    """Rows in chunks of a few MB of canvas each: they reuse freed memory, where one large
+    batch spends its time faulting in fresh pages."""
+    rows = max(1, CHUNK_PIXELS // (image_size * image_size))
+    return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
 class _Figure:
@@ -248,11 +251,17 @@ class _Figure:
         # Row 0 holds the near legs alone (they are lit, the far legs are in shade); row k part k.
         self.canvases = torch.zeros(len(PART_NAMES) + 1, n, image_size * image_size)
         self.near_legs = self.canvases[0]
+        drawn = set()
         for label, near_leg, primitive in _primitives(self.f):
             flat_index, coverage = self._draw(*primitive)
-            self.canvases[label].scatter_reduce_(1, flat_index, coverage, reduce="amax")
-            if near_leg:
-                self.near_legs.scatter_reduce_(1, flat_index, coverage, reduce="amax")
+            for row in (label, 0) if near_leg else (label,):
+                # A union's coverage is the largest of its members'; the first member can
+                # simply be written, as the canvas holds zeros.
+                if row in drawn:
+                    self.canvases[row].scatter_reduce_(1, flat_index, coverage, reduce="amax")
+                else:
+                    self.canvases[row].scatter_(1, flat_index, coverage)
+                    drawn.add(row)
 
     def _to_pixels(self, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Figure coordinates -> (column, row) in pixels, where pixel i has its centre at i."""
