@@ -324,11 +324,12 @@ class _Figure:
     def _spot_mask(self) -> torch.Tensor:
         """[n, H*W]: 1 inside a spot of the figure's coat, 0 outside, blurred over about a pixel."""
         grid = (torch.arange(self.size, dtype=torch.float32) + 0.5) / self.size
-        dx = grid.view(1, 1, -1) - self.f["x"]
-        dy = grid.view(1, -1, 1) - self.f["y"]
-        u = (self.cos * dx - self.sin * dy) / self.f["scale"]
-        v = (-self.sin * dx - self.cos * dy) / self.f["scale"]
-        wave = torch.sin(SPOT_FREQUENCY * u + 0.7).mul_(torch.sin(SPOT_FREQUENCY * v + 1.3))
+        dx = (grid.view(1, 1, -1) - self.f["x"]) * (SPOT_FREQUENCY / self.f["scale"])
+        dy = (grid.view(1, -1, 1) - self.f["y"]) * (SPOT_FREQUENCY / self.f["scale"])
+        # Each wave's phase is a column term plus a row term, so sin(a + b) = sin a cos b +
+        # cos a sin b takes its sines on the edges of the grid instead of at every pixel.
+        wave = _sine_of_sum(self.cos * dx + 0.7, -self.sin * dy)
+        wave.mul_(_sine_of_sum(-self.sin * dx + 1.3, -self.cos * dy))
         return wave.sub_(0.35).mul_(5.0).clamp_(0.0, 1.0).reshape(self.n, self.size * self.size)
 
     def labels(self) -> torch.Tensor:
@@ -380,6 +381,11 @@ def _primitives(f: Mapping[str, torch.Tensor]):
                      f["eye_size"], f["eye_size"])
 
 
+def _sine_of_sum(column_phase: torch.Tensor, row_phase: torch.Tensor) -> torch.Tensor:
+    """sin(column_phase + row_phase) on the grid: [n, 1, W] and [n, H, 1] -> [n, H, W]."""
+    return torch.sin(column_phase) * torch.cos(row_phase) + torch.cos(column_phase) * torch.sin(row_phase)
+
+
 def _tapered_coverage(along, across, length, base_radius, tip_radius):
     """Anti-aliased coverage of a cone with rounded ends, from a base circle to a tip circle,
     for pixels at (``along``, ``across`` >= 0) of its axis, which starts at the base and runs
@@ -395,7 +401,7 @@ def _tapered_coverage(along, across, length, base_radius, tip_radius):
     to_base = torch.hypot(along, across)
     to_tip = torch.hypot(along - length, across).add_(base_radius - tip_radius)
     distance = torch.where(k < 0.0, to_base, torch.where(k > cosine * length, to_tip, to_side))
-    return distance.neg_().add_(base_radius + 0.5).clamp_(0.0, 1.0)
+    return torch.sub(base_radius + 0.5, distance).clamp_(0.0, 1.0)
 
 
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
