@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s) of {os.cpu_count()} CPU(s), {machine}")
     print(f"load average (1, 5, 15 min) before: {load_average()}")
     print(f"{'world':>8}  {'batch size':>10}  {'images/s':>10}  {'batches':>7}")
-    for world_name in args.worlds:
-        for batch_size in args.batch_sizes:
+    # Worlds take turns at each batch size, so a change of load falls on both alike.
+    for batch_size in args.batch_sizes:
+        for world_name in args.worlds:
             rate, batches = measure(world_name, batch_size, args.image_size, args.min_seconds, args.seed)
             print(f"{world_name:>8}  {batch_size:>10}  {rate:>10,.0f}  {batches:>7}")
     print(f"load average (1, 5, 15 min) after: {load_average()}")
