@@ -5,13 +5,14 @@ a few signed distance functions (SDFs) in the figure's own frame: ``body`` (trun
 neck), ``leg`` (four legs), ``tail``, ``head``, ``snout``, ``ear`` and ``eye``. Parts are
 composited back to front (tail, legs, body, snout, head, ear, eye), each with an
 anti-aliased coverage one pixel wide at every scale, so the whole batch renders with a
-fixed number of tensor operations and the same seed gives the same images.
+fixed number of tensor operations and the same seed gives the same images. Each
+primitive is evaluated only in a window around it (see :class:`_Figure`).
 
 Breeds are distributions, not templates. Each breed factor (part geometry and coat) is
 drawn around the breed's mean as ``mean + spread * t`` with ``t`` standard normal
 truncated to ``[-TRUNCATION, TRUNCATION]``; every breed mean is one of three levels
-(low, mid, high) per factor, and every level is shared by at least two breeds, so no
-factor alone separates every pair of breeds, while each pair differs in several factors.
+(low, mid, high) per factor, and every factor has a level that at least two breeds share,
+so no factor alone separates every pair of breeds, while each pair differs in several.
 Nuisance factors (position, scale, tilt, gait, background) are uniform and shared by every
 breed. :data:`FACTOR_RANGES` documents each factor's unit and the range that holds every
 value the world draws. The manifest of which factors separate which breeds is registered
