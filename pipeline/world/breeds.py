@@ -236,8 +236,8 @@ def _chunks(n: int, image_size: int) -> list[slice]:
 class _Figure:
     """Coverage of every part, back to front, for a batch of factor rows.
 
-    Each primitive is evaluated only in a square window of pixels around it, sized to the
-    largest primitive of its kind in the batch, and its coverage is scattered into its
+    Each primitive is evaluated only in a window of pixels around it, as wide and as tall
+    as the widest and the tallest primitive of its kind in the batch, and its coverage is scattered into its
     part's canvas: a part is small next to the image, so this does a fraction of the work
     of evaluating every primitive everywhere, and gives the same coverage because the
     window holds every pixel the primitive touches.
@@ -272,7 +272,7 @@ class _Figure:
         return column, row
 
     def _draw(self, base_u, base_v, dir_u, dir_v, length, base_radius, tip_radius):
-        """Coverage of one tapered primitive in its window: (flat pixel index, coverage), each [n, W*W]."""
+        """Coverage of one tapered primitive in its window: (flat pixel index, coverage), each [n, H*W]."""
         n, size = self.n, self.size
         ends_column, ends_row = self._to_pixels(
             torch.cat([torch.as_tensor(base_u).expand(n, 1, 1), (base_u + dir_u * length).expand(n, 1, 1)], 2),
@@ -280,12 +280,10 @@ class _Figure:
         )
         margin = torch.maximum(torch.as_tensor(base_radius), torch.as_tensor(tip_radius)) * self.pixels_per_unit + 1.0
         low_column, low_row = ends_column.amin(2, keepdim=True) - margin, ends_row.amin(2, keepdim=True) - margin
-        extent = torch.maximum(ends_column.amax(2, keepdim=True) + margin - low_column,
-                               ends_row.amax(2, keepdim=True) + margin - low_row)
-        width = min(size, int(math.ceil(float(extent.max()))) + 2) if n else 1
-        steps = torch.arange(width)
-        columns = low_column.floor().long().clamp(0, size - width) + steps.view(1, 1, -1)
-        rows = low_row.floor().long().clamp(0, size - width) + steps.view(1, -1, 1)
+        width = _window_side(ends_column.amax(2, keepdim=True) + margin - low_column, size)
+        height = _window_side(ends_row.amax(2, keepdim=True) + margin - low_row, size)
+        columns = low_column.floor().long().clamp(0, size - width) + torch.arange(width).view(1, 1, -1)
+        rows = low_row.floor().long().clamp(0, size - height) + torch.arange(height).view(1, -1, 1)
         # The primitive's own frame (along its axis, across it) in pixels is affine in the
         # pixel's column and row, so it is a sum of a per-column and a per-row term.
         f, ppu, cos, sin = self.f, self.pixels_per_unit, self.cos, self.sin
@@ -298,7 +296,7 @@ class _Figure:
         along = along_by_column + row_offset * (-sin * dir_u - cos * dir_v)
         across = across_by_column + row_offset * (cos * dir_u - sin * dir_v)
         coverage = _tapered_coverage(along, across.abs_(), length * ppu, base_radius * ppu, tip_radius * ppu)
-        return (rows * size + columns).reshape(n, width * width), coverage.reshape(n, width * width)
+        return (rows * size + columns).reshape(n, height * width), coverage.reshape(n, height * width)
 
     def image(self, out: torch.Tensor) -> None:
         """Draw the images into ``out``, float32 ``[n, 3, H*W]``."""
@@ -380,6 +378,11 @@ def _primitives(f: Mapping[str, torch.Tensor]):
                      f["ear_length"], torch.full_like(droop, EAR_BASE_RADIUS), 0.035 + 0.055 * droop_share)
     yield 7, False, (head_u + 0.38 * head, head_v + 0.22 * head, *right, torch.zeros_like(head),
                      f["eye_size"], f["eye_size"])
+
+
+def _window_side(extent: torch.Tensor, size: int) -> int:
+    """Pixels a window needs along one axis to hold every primitive's ``extent`` in the batch."""
+    return min(size, int(math.ceil(float(extent.max()))) + 2) if extent.numel() else 1
 
 
 def _sine_of_sum(column_phase: torch.Tensor, row_phase: torch.Tensor) -> torch.Tensor:
