@@ -251,3 +251,46 @@ def test_parts_are_measured_with_their_geometry_and_the_object_is_their_union():
     assert "object.major" not in table.columns
     single_whole, single_parts = regions_from_labels(labels, ["object"])
     assert single_parts == {} and single_whole.sum() == (labels > 0).sum()
+
+
+def test_workflow_measures_parts_of_stylegan_renders_and_stops_on_bad_labels(tmp_path):
+    from tests.workflow_harness import TINY_CONFIG, copy_project, results_dir, run_snakemake, write_config
+
+    forget_fixture_modules()
+    project = copy_project(tmp_path / "project")
+    pickle_path = write_network_pickle(project / "g.pkl", img_resolution=16)
+    forget_fixture_modules()
+    stylegan = {"kind": "stylegan_pkl", "path": "g.pkl", "code_dir": str(CODE_DIR)}
+    generator = load_generator(stylegan | {"path": str(pickle_path)})
+    latents, maps = brightness_labels(generator, 24, seed=1)
+    forget_fixture_modules()
+    write_labels_folder(project / "labels", latents, ["middle", "bright"], maps=maps)
+    config = {
+        **TINY_CONFIG,
+        "generator": stylegan,
+        "samples": {**TINY_CONFIG["samples"], "require_correct": False},
+        "segmentation": {**SETTINGS, "labels": "labels", "parts": ["middle", "bright"], "held_out": 16},
+    }
+    write_config(project, config)
+    run_snakemake(
+        project,
+        *(f"results/tiny/{name}" for name in ("tables/activation_changes.parquet", "tables/null_controls.parquet")),
+    )
+    results = results_dir(project)
+    metrics = json.loads((results / "segmentation/metrics.json").read_text())
+    assert (metrics["train"], metrics["held_out"]) == (8, 16)
+    import pandas as pd
+
+    changes = pd.read_parquet(results / "tables/activation_changes.parquet")
+    nulls = pd.read_parquet(results / "tables/null_controls.parquet")
+    for table in (changes, nulls):
+        assert {"part:middle.area", "part:bright.dx", "part:bright.major"} <= set(table.columns)
+        union = table["part:middle.area"] + table["part:bright.area"]
+        np.testing.assert_allclose(table["object.area"], union, atol=1e-9)
+
+    write_map(project / "labels/maps/00003.png", np.full((16, 16), 7))
+    (results / "segmentation/metrics.json").unlink()
+    failed = run_snakemake(project, "--dry-run", check=False)
+    assert failed.returncode != 0
+    assert "labels/maps/00003.png: unknown label colour (128, 128, 128)" in failed.stdout + failed.stderr
+    assert not (results / "segmentation/metrics.json").exists()

@@ -32,7 +32,10 @@ def labels_source(segmentation: Mapping[str, Any], generator_spec: Mapping[str, 
 
 
 def check_segmentation(segmentation: Mapping[str, Any], generator_spec: Mapping[str, Any]) -> str | None:
-    """Check the segmentation config (and a labels folder's files); return :func:`labels_source`."""
+    """Check the segmentation config (and a labels folder's files); return :func:`labels_source`,
+    or None when ``segmentation.model`` names a trained segmenter, which then needs no labels."""
+    if segmentation.get("model"):
+        return None
     source = labels_source(segmentation, generator_spec)
     parts = list(segmentation["parts"])
     if source == WORLD:
@@ -52,3 +55,11 @@ def check_segmentation(segmentation: Mapping[str, Any], generator_spec: Mapping[
                 f"{source} holds {len(labels.maps)}"
             )
     return source
+
+
+def trained_model(segmentation: Mapping[str, Any], generator_spec: Mapping[str, Any], results: str) -> str:
+    """The segmenter a run takes its regions from: ``segmentation.model``, the one the run
+    trains in ``{results}/segmentation``, or "" for saliency regions."""
+    if segmentation.get("model"):
+        return str(segmentation["model"])
+    return f"{results}/segmentation/model.pt" if labels_source(segmentation, generator_spec) else ""

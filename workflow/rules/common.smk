@@ -3,7 +3,7 @@ import functools
 from pipeline.models import load_classifier, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
-from pipeline.segmentation.config import WORLD, check_segmentation
+from pipeline.segmentation.config import WORLD, check_segmentation, trained_model
 from pipeline.segmentation.labels import LabelsError
 from pipeline.stages.config import ConfigError, chunk_units, select_units
 
@@ -35,9 +35,12 @@ def segmentation_labels_dir():
     return f"{RESULTS}/segmentation/labels" if SEGMENTATION_LABELS == WORLD else SEGMENTATION_LABELS
 
 
+SEGMENTATION_MODEL = trained_model(config["segmentation"], config["generator"], RESULTS)
+
+
 def segmentation_input():
     """The trained segmenter as a rule input, when the regions come from one."""
-    return {"segmentation": f"{RESULTS}/segmentation/model.pt"} if SEGMENTATION_LABELS else {}
+    return {"segmentation": SEGMENTATION_MODEL} if SEGMENTATION_MODEL else {}
 
 
 def model_params(role):
