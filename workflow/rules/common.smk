@@ -36,6 +36,8 @@ def segmentation_labels_dir():
 
 
 SEGMENTATION_MODEL = trained_model(config["segmentation"], config["generator"], RESULTS)
+# The code that makes the regions of every render, for the code versions of the rules that render.
+REGION_CODE = ("measures", "segmentation") if SEGMENTATION_MODEL else ("measures",)
 
 
 def segmentation_input():

@@ -24,8 +24,7 @@ rule null_controls:
             "stages.measure",
             "stages.link",
             "stages.units",
-            "measures",
-            "segmentation",
+            *REGION_CODE,
             *MODEL_CODE,
         ),
     threads: MODEL_THREADS

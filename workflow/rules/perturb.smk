@@ -37,8 +37,7 @@ if config["tuning"]["adaptive"]["enabled"]:
                 "stages.units",
                 "adaptive",
                 "stats",
-                "measures",
-                "segmentation",
+                *REGION_CODE,
                 *MODEL_CODE,
             ),
         threads: MODEL_THREADS
@@ -70,7 +69,7 @@ else:
             precision=config["precision"],
             classifier=model_params("classifier"),
             generator=model_params("generator"),
-            code=stage_code("stages.perturb", "stages.link", "stages.units", "measures", "segmentation", *MODEL_CODE),
+            code=stage_code("stages.perturb", "stages.link", "stages.units", *REGION_CODE, *MODEL_CODE),
         threads: MODEL_THREADS
         resources:
             gpu=1,
