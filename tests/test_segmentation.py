@@ -294,3 +294,13 @@ def test_workflow_measures_parts_of_stylegan_renders_and_stops_on_bad_labels(tmp
     assert failed.returncode != 0
     assert "labels/maps/00003.png: unknown label colour (128, 128, 128)" in failed.stdout + failed.stderr
     assert not (results / "segmentation/metrics.json").exists()
+
+
+def test_label_command_reads_painted_maps_back(tmp_path, capsys):
+    from pipeline.cli import main
+
+    folder = _folder(tmp_path)
+    assert main(["label", "--out", str(folder), "--parts", "ear", "eye", "--check"]) == 0
+    assert "4 labelled renders [8, 8]; pixel share ear 0.141, eye 0.000" in capsys.readouterr().out
+    assert main(["label", "--out", str(folder), "--parts", "ear", "--check"]) == 2
+    assert "does not match" in capsys.readouterr().err
