@@ -69,12 +69,6 @@ class GeneratorFeatures:
                 raise ValueError(f"generator features: layer {index} gave {list(feature.shape)}, not [B, C, h, w]")
         return features
 
-    def channels(self, ws: torch.Tensor) -> list[int]:
-        """Channels of each hooked layer, from one synthesis of ``ws``."""
-        with torch.no_grad():
-            self.generator.synthesis(ws)
-        return [feature.shape[1] for feature in self.take()]
-
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()

@@ -144,17 +144,16 @@ def read_map(path: Path, num_parts: int) -> np.ndarray:
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     known = PALETTE[: num_parts + 1].astype(np.int64)
     known_codes = (known[:, 0] << 16) | (known[:, 1] << 8) | known[:, 2]
-    labels = np.searchsorted(np.sort(known_codes), codes)
     order = np.argsort(known_codes)
-    labels = np.clip(labels, 0, len(known_codes) - 1)
-    matched = np.sort(known_codes)[labels] == codes
+    positions = np.clip(np.searchsorted(known_codes[order], codes), 0, len(order) - 1)
+    matched = known_codes[order][positions] == codes
     if not matched.all():
         y, x = np.argwhere(~matched)[0]
         raise LabelsError(
             f"{path}: unknown label colour {tuple(int(c) for c in rgb[y, x])} at pixel ({y}, {x}); "
             f"the {num_parts + 1} label colours are listed in docs/artifacts.md"
         )
-    return order[labels].astype(np.uint8)
+    return order[positions].astype(np.uint8)
 
 
 def write_map(path: str | Path, label_map: np.ndarray) -> None:
