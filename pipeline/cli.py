@@ -2,6 +2,8 @@
 
     python -m pipeline visualize --run results/default --unit 12 --sample 40 --out strip.png
     python -m pipeline render-activation --run results/default --npy r.npy --out image.png
+    python -m pipeline label --configfile my.yaml --out labels --count 16 --parts ear eye nose
+    python -m pipeline label --out labels --parts ear eye nose --check
 
 Both read a run's artifacts (docs/artifacts.md): the generator and classifier specs stored
 in ``latents.zarr`` and ``activations.zarr``, the link, and the unit ranges.
@@ -97,6 +99,37 @@ def render_activation(run: Path, npy: Path, out: Path, device: str, batch_size: 
     _save_figure(images, [f"row {k}" for k in range(len(images))], f"{npy.name} through the link", out)
 
 
+def label(args: argparse.Namespace) -> str:
+    """Render samples to paint into a labels folder, or (``--check``) read the painted maps back."""
+    import yaml
+
+    from pipeline.segmentation.labels import read_labels
+    from pipeline.segmentation.train import render_for_labelling
+
+    if args.check:
+        labels = read_labels(args.out, args.parts or None)
+        counts = np.bincount(labels.maps.ravel(), minlength=len(labels.part_names) + 1)
+        fractions = ", ".join(
+            f"{name} {c / counts.sum():.3f}" for name, c in zip(labels.part_names, counts[1:], strict=True)
+        )
+        return f"{args.out}: {len(labels.maps)} labelled renders {list(labels.maps.shape[1:])}; pixel share {fractions}"
+    if args.configfile is None or not args.configfile.is_file():
+        raise FileNotFoundError(f"--configfile: {args.configfile} not found; it names the generator to render")
+    config = yaml.safe_load(args.configfile.read_text()) or {}
+    if "generator" not in config:
+        raise ValueError(f"{args.configfile}: key 'generator' missing")
+    files = render_for_labelling(
+        args.out,
+        generator=config["generator"],
+        classes=config.get("classes") or [0],
+        truncation=float((config.get("samples") or {}).get("truncation", 1.0)),
+        count=args.count,
+        part_names=args.parts,
+        seed=args.seed,
+    )
+    return f"{len(files)} renders to paint in {files[0].parent}; put their maps in {args.out / 'maps'}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     vector = commands.add_parser("render-activation", parents=[common], help="render activation vectors from a .npy")
     vector.add_argument("--npy", type=Path, required=True, help="float array [U] or [B, U]")
+
+    labels = commands.add_parser(
+        "label", help="render K samples into a labels folder to paint, or --check the painted maps"
+    )
+    labels.add_argument("--out", type=Path, required=True, help="the labels folder (docs/artifacts.md)")
+    labels.add_argument("--configfile", type=Path, help="a run config naming the generator, classes and truncation")
+    labels.add_argument("--count", type=int, default=16, help="renders to label (default: 16)")
+    labels.add_argument("--parts", nargs="+", default=[], help="the part names, label 1 first")
+    labels.add_argument("--seed", type=int, default=0, help="seed of the rendered latents (default: 0)")
+    labels.add_argument("--check", action="store_true", help="read the painted maps back and summarise them")
     return parser
 
 
@@ -121,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "label":
+            print(label(args))
+            return 0
         if args.command == "visualize":
             visualize(args.run, args.unit, args.sample, args.steps, args.out, args.device, args.batch_size)
         else:

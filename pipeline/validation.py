@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from pipeline.models.registry import load_classifier
+from pipeline.segmentation.config import trained_model
 from pipeline.world import sample
 
 LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
@@ -367,6 +368,11 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
     nested["units"] = {"start": base_units, "stop": base_units + planted + settings["n_null"]}
     nested["counterfactuals"] = {**config["counterfactuals"], "pairs": []}
     nested["validation"] = {**settings, "enabled": False}
+    # The same generator and labels give the same segmenter: the run's own, trained once.
+    segmentation = config.get("segmentation")
+    if segmentation:
+        model = trained_model(segmentation, config["generator"], f"results/{config['run']}")
+        nested["segmentation"] = {**segmentation, "model": model} if model else dict(segmentation)
     return nested
 
 

@@ -62,9 +62,8 @@ def test_overrides_and_bad_arguments():
     with pytest.raises(ValueError, match="2 labels for 3 factor rows"):
         world.render([0, 1], factors.iloc[:3], world="breeds")
     with pytest.raises(ValueError, match="lack column 'scale'"):
-        world.part_map(factors.drop(columns="scale"))
-    with pytest.raises(ValueError, match="has no parts"):
-        world.part_names("shapes")
+        world.part_map(np.zeros(len(factors)), factors.drop(columns="scale"), world="breeds")
+    assert world.part_names("shapes") == ("object",)
 
 
 def test_part_map_is_the_figure_where_it_covers_more_than_half_a_pixel():
@@ -74,17 +73,18 @@ def test_part_map_is_the_figure_where_it_covers_more_than_half_a_pixel():
     background_change = 0.30
     coverage = 1.0 - (world.render(np.zeros(64), light, world="breeds")
                       - world.render(np.zeros(64), dark, world="breeds")).amax(1) / background_change
-    labels = world.part_map(factors)
+    labels = world.part_map(np.zeros(len(factors)), factors, world="breeds")
     assert labels.shape == (64, 64, 64) and labels.dtype == torch.int64
     decided = (coverage - 0.5).abs() > 1e-3
     assert torch.equal((labels > 0)[decided], (coverage > 0.5)[decided])
-    assert set(labels.unique().tolist()) == set(range(len(world.part_names()) + 1))
+    assert set(labels.unique().tolist()) == set(range(len(world.part_names("breeds")) + 1))
 
 
 def test_part_map_labels_each_part_where_its_colour_shows():
     _, factors = breeds.sample_factors(32, seed=9)
     factors = factors.assign(coat_saturation=0.0, coat_value=0.8, spots=0.0, points=0.5)
-    images, labels = world.render(np.zeros(32), factors, world="breeds"), world.part_map(factors)
+    images = world.render(np.zeros(32), factors, world="breeds")
+    labels = world.part_map(np.zeros(32), factors, world="breeds")
     grey = images.mean(1)
     eye, snout, head = (labels == k + 1 for k in (6, 4, 3))
     assert grey[eye].median() < 0.1
@@ -94,8 +94,8 @@ def test_part_map_labels_each_part_where_its_colour_shows():
 
 def test_every_part_is_large_enough_to_measure():
     _, _, factors = world.sample(600, seed=2, world="breeds")
-    labels = world.part_map(factors)
-    for k, name in enumerate(world.part_names(), start=1):
+    labels = world.part_map(np.zeros(len(factors)), factors, world="breeds")
+    for k, name in enumerate(world.part_names("breeds"), start=1):
         areas = (labels == k).sum((1, 2)).float()
         assert areas.median() >= 25, name
         assert (areas >= 10).all(), name
@@ -146,7 +146,7 @@ def test_manifest_matches_the_sampled_factors(drawn):
     manifest = class_manifest("breeds")
     assert manifest.classes == world.BREEDS
     assert set(manifest.factor_means) == set(breeds.FACTORS)
-    assert len(world.BREEDS) >= 5 and len(world.part_names()) >= 5
+    assert len(world.BREEDS) >= 5 and len(world.part_names("breeds")) >= 5
     means = factors.groupby(labels).mean()
     spread = factors.groupby(labels).std().mean()
     for a, b in combinations(range(len(world.BREEDS)), 2):
@@ -172,10 +172,10 @@ def test_manifest_measures_move_with_their_factors():
         for value in (levels[0], levels[-1]):
             factors = base.assign(**{name: value})
             images.append((world.render(np.zeros(48), factors, world="breeds") * 255).round().byte())
-            parts.append(world.part_map(factors))
+            parts.append(world.part_map(np.zeros(len(factors)), factors, world="breeds"))
         images = torch.stack(images, 1).permute(0, 1, 3, 4, 2).numpy()  # [N, 2, H, W, 3]
         parts = torch.stack(parts, 1).numpy()
-        part_masks = {part: parts == k for k, part in enumerate(world.part_names(), start=1)}
+        part_masks = {part: parts == k for k, part in enumerate(world.part_names("breeds"), start=1)}
         table = measure_sweeps(images, parts > 0, part_masks, threads=1)
         for measure, sign in measures.items():
             values = table[measure].to_numpy().reshape(48, 2)

@@ -10,6 +10,7 @@ from pipeline.measures.image import (
     CIRCULAR_QUANTITIES,
     MAGNITUDE_QUANTITIES,
     MIN_REGION_PIXELS,
+    PART_GEOMETRY_QUANTITIES,
     RELATIVE_QUANTITIES,
     SHAPE_QUANTITIES,
     measure_changes,
@@ -21,7 +22,14 @@ from pipeline.measures.image import (
     wrap,
 )
 from pipeline.measures.motion import MOTION_QUANTITIES
-from pipeline.measures.regions import Segmenter, load_segmenter, object_masks, otsu_thresholds, saliency_maps
+from pipeline.measures.regions import (
+    Segmenter,
+    load_segmenter,
+    object_masks,
+    otsu_thresholds,
+    regions_from_labels,
+    saliency_maps,
+)
 
 __all__ = [
     "APPEARANCE_QUANTITIES",
@@ -29,6 +37,7 @@ __all__ = [
     "MAGNITUDE_QUANTITIES",
     "MIN_REGION_PIXELS",
     "MOTION_QUANTITIES",
+    "PART_GEOMETRY_QUANTITIES",
     "RELATIVE_QUANTITIES",
     "SHAPE_QUANTITIES",
     "Segmenter",
@@ -39,6 +48,7 @@ __all__ = [
     "object_masks",
     "otsu_thresholds",
     "quantity_of",
+    "regions_from_labels",
     "saliency_maps",
     "selected_measures",
     "tested_measures",

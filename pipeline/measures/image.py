@@ -1,8 +1,8 @@
 """Image measures of every render, one column ``{region}.{quantity}`` each.
 
 Regions are ``object`` and its complement ``background`` (masks from
-:mod:`pipeline.measures.regions`), the whole ``image``, and optional ``part:<name>`` regions
-from a user segmenter. Quantities:
+:mod:`pipeline.measures.regions`), the whole ``image``, and ``part:<name>`` regions from a
+part segmentation (:mod:`pipeline.segmentation`), whose union is then the object. Quantities:
 
 - ``area``: pixel fraction of the image.
 - ``x``, ``y``: centroid as a fraction of the width and height; ``y`` grows downwards, as
@@ -10,6 +10,9 @@ from a user segmenter. Quantities:
 - ``eccentricity``, ``orientation``: of the ellipse with the region's second moments;
   orientation in radians in [-pi/2, pi/2), from the +x axis towards +y (clockwise as
   displayed), axial, so it is circular with period pi.
+- ``major``, ``minor`` (parts only): that ellipse's full axes (four standard deviations,
+  the extent of a uniform ellipse) as fractions of the image's longer side; ``dx``, ``dy``
+  (parts only): the part's centre minus the object's, as fractions of the width and height.
 - ``hue``: circular mean hue in turns [0, 1), the angle of the region's mean colour in the
   opponent plane (R - (G+B)/2, sqrt(3)/2 (G - B)). This is the chroma-weighted circular mean
   of the per-pixel hue, so grey pixels, whose hue is noise, carry no weight. It equals the
@@ -49,6 +52,8 @@ import torch
 from pipeline.measures.motion import MOTION_QUANTITIES, sweep_motion
 
 SHAPE_QUANTITIES: tuple[str, ...] = ("area", "x", "y", "eccentricity", "orientation")
+# A part's ellipse axes and its centre relative to the object's, as the paper measures parts.
+PART_GEOMETRY_QUANTITIES: tuple[str, ...] = ("major", "minor", "dx", "dy")
 APPEARANCE_QUANTITIES: tuple[str, ...] = ("hue", "saturation", "luminance", "redness", "entropy")
 
 # Period of each circular quantity, in that quantity's unit.
@@ -81,6 +86,8 @@ def region_quantities(region: str) -> tuple[str, ...]:
         return APPEARANCE_QUANTITIES + MOTION_QUANTITIES
     if region == "background":
         return APPEARANCE_QUANTITIES
+    if region.startswith("part:"):
+        return SHAPE_QUANTITIES + PART_GEOMETRY_QUANTITIES + APPEARANCE_QUANTITIES
     return SHAPE_QUANTITIES + APPEARANCE_QUANTITIES
 
 
@@ -124,7 +131,7 @@ def tested_measures(columns: Iterable[str]) -> list[str]:
             continue
         if region == "image" and quantity in APPEARANCE_QUANTITIES:
             continue
-        if quantity in region_quantities(region if region in ("image", "background") else "object"):
+        if quantity in region_quantities(region):
             tested.append(column)
     return tested
 
@@ -234,9 +241,12 @@ def _measure_batch(images: np.ndarray, masks: np.ndarray, region_names: list[str
     luma = appearance[:, _APPEARANCE_SUMS.index("luminance")].reshape(count, height, width)
     entropy = _masked_local_entropy(luma, masks, region_names)
     out: dict[str, np.ndarray] = {}
+    whole = _quantities_from_sums(sums["object"], pixels, height, width)
     for region, totals in sums.items():
         quantities = _quantities_from_sums(totals, pixels, height, width)
         quantities["entropy"] = entropy[region]
+        quantities["dx"] = quantities["x"] - whole["x"]
+        quantities["dy"] = quantities["y"] - whole["y"]
         small = totals[:, 0] < MIN_REGION_PIXELS
         for quantity in region_quantities(region):
             if quantity in MOTION_QUANTITIES:
@@ -299,6 +309,10 @@ def _quantities_from_sums(totals: np.ndarray, pixels: int, height: int, width: i
     )
     return {
         "area": area / pixels,
+        # Full axes of the ellipse with the region's second moments (4 sigma, the extent of
+        # a uniform ellipse), as fractions of the longer image side.
+        "major": 4 * np.sqrt(major),
+        "minor": 4 * np.sqrt(minor),
         "x": cx * side / width + 0.5,
         "y": cy * side / height + 0.5,
         "eccentricity": eccentricity,

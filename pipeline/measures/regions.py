@@ -42,8 +42,12 @@ Failure modes, each visible in the measures as NaN or implausible areas:
 - several objects, or an object split by occlusion, give one region for all of them;
 - a textured background can be taken for the object by the colour model.
 
-User segmenters (``load_segmenter``) return a label map per image; each label becomes a
-region ``part:<name>``.
+Where a segmentation is configured (:mod:`pipeline.segmentation`: a few-shot pixel
+classifier on the generator's own features), none of the above runs: each render's label
+map gives the regions (:func:`regions_from_labels`), and the object is the union of its
+parts. The saliency path is the fallback for runs without a segmentation. User segmenters
+(``load_segmenter``) return a label map per image; each label becomes a region
+``part:<name>``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -109,6 +114,20 @@ def object_masks(
         seed = saliency >= otsu_thresholds(saliency.flatten(1))[:, None, None]
         out[batch] = _refine_by_colour(images[batch], saliency, seed, border_limit) if refine else seed
     return out
+
+
+def regions_from_labels(labels: np.ndarray, part_names: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Label maps ``[..., H, W]`` (0 background, k the k-th part) -> the object mask, the
+    union of the parts, and ``{name: mask}`` per part.
+
+    With a single part the part is the object itself, and no part masks are returned:
+    their columns would repeat the object's and count each concept twice.
+    """
+    labels = np.asarray(labels)
+    whole = labels > 0
+    if len(part_names) < 2:
+        return whole, {}
+    return whole, {name: labels == k + 1 for k, name in enumerate(part_names)}
 
 
 def resolve_method(classifier: Any, method: str) -> str:

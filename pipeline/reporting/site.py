@@ -14,6 +14,7 @@ Layout of the site (every link relative, every page self-contained):
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,7 @@ def build_report(
     batch_size: int = 512,
     class_names: Sequence[str] | None = None,
     validation_path: str | Path | None = None,
+    segmentation_path: str | Path | None = None,
 ) -> Path:
     """Write the report of ``run_dir`` (a ``results/{run}`` folder) into ``out_dir``; return its index.
 
@@ -77,7 +79,8 @@ def build_report(
     ``samples`` probe samples at ``steps`` values over each unit's range, rendered again from
     the link and generator. Optional artifacts (the activation-change table,
     counterfactuals) add their sections when present; ``validation_path`` names a
-    ``validation.json`` (the run's own, or that of the planted-unit run beside it) to show.
+    ``validation.json`` (the run's own, or that of the planted-unit run beside it) to show;
+    ``segmentation_path`` the part segmenter the regions came from (None: saliency).
     """
     run = Path(run_dir)
     concepts = read_parquet(run / "concepts/unit_concepts.parquet")
@@ -127,7 +130,7 @@ def build_report(
             strip_caption=strip_caption,
             names=names,
         )
-        _write(site / "index.html", index_page(site, run, metrics, context, ranked, validation_path))
+        _write(site / "index.html", index_page(site, run, metrics, context, ranked, validation_path, segmentation_path))
         _write(site / "measures.html", measures_page(concepts, galleries))
         for measure, units in galleries.items():
             _write(site / "measures" / f"{slug(measure)}.html", gallery_page(measure, units, context))
@@ -210,6 +213,7 @@ def index_page(
     context: _Context,
     ranked: Sequence[int],
     validation_path: str | Path | None,
+    segmentation_path: str | Path | None = None,
 ) -> str:
     concepts = context.concepts
     counts = selective_counts(concepts)
@@ -229,6 +233,7 @@ def index_page(
                 "unit pages": len(context.pages),
             }
         ),
+        f"<p class='note'>Regions: {html.escape(region_source(segmentation_path))}.</p>",
         "<h2>Link quality</h2>",
         "<p class='note'>The link maps classifier activations r to generator latents w. Held-out samples were "
         "not used to fit it. The cycle renders the linked latent and classifies it again.</p>",
@@ -264,6 +269,18 @@ def index_page(
         unit_table(context, ranked),
     ]
     return pages.layout("Unit report", "".join(body), root="", active="index.html", script=pages.FILTER_SCRIPT)
+
+
+def region_source(segmentation_path: str | Path | None) -> str:
+    """Where the measured regions came from: a part segmenter on the generator, or the classifier's saliency."""
+    if not segmentation_path:
+        return "the object from the classifier's saliency (no segmentation configured)"
+    from pipeline.segmentation import load_pixel_classifier
+
+    _, parts, record = load_pixel_classifier(segmentation_path)
+    iou = record.get("mean_iou")
+    score = "no held-out renders" if iou is None else f"held-out mean IoU {iou:.2f} on {record['held_out']} renders"
+    return f"parts {', '.join(parts)} from the generator's features (K = {record['train']} labelled renders; {score})"
 
 
 def link_table(metrics: Mapping[str, Any]) -> str:

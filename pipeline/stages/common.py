@@ -87,6 +87,18 @@ def load_models(
     return classifier, generator
 
 
+def open_segmenter(generator: Generator, model_path: str | Path | None, device: torch.device) -> Any:
+    """The part segmenter hooked on ``generator`` when ``model_path`` names one, else None
+    (the regions then come from the classifier's saliency)."""
+    if not model_path:
+        return None
+    from pipeline.segmentation import GeneratorSegmenter
+
+    segmenter = GeneratorSegmenter(generator, model_path, device)
+    log.info("regions: parts %s from the generator's features (%s)", ", ".join(segmenter.part_names), model_path)
+    return segmenter
+
+
 def prepare_device(name: str) -> torch.device:
     device = resolve_device(name)
     log.info("device: %s", device)
@@ -132,7 +144,7 @@ class Encoded:
     r: np.ndarray  # float32 [N, U]
     logits: np.ndarray | None  # float32 [N, C]; None without a head
     images: np.ndarray | None  # uint8 [N, H, W, 3] when kept
-    masks: np.ndarray | None  # bool [N, H, W] when computed
+    masks: np.ndarray | None  # when computed: bool object masks, or uint8 part label maps [N, H, W]
 
 
 def render_and_encode(
@@ -146,12 +158,15 @@ def render_and_encode(
     keep_images: bool = False,
     mask_classes: torch.Tensor | None = None,
     precision: str = "fp32",
+    segmenter: Any = None,
 ) -> Encoded:
     """Render latents ``w [N, w_dim]`` and re-encode them with the classifier, in batches.
 
     Images go from the generator to the classifier as float tensors on ``device``, under
     ``precision`` (:func:`pipeline.device.autocast`). With ``mask_classes [N]`` the object
-    masks for those classes are computed too (in fp32: they are a measurement). Batches
+    masks for those classes are computed too (in fp32: they are a measurement), or, with a
+    ``segmenter`` (:class:`pipeline.segmentation.GeneratorSegmenter` on this generator),
+    uint8 part label maps from the generator's features of the same synthesis. Batches
     shrink on CUDA out-of-memory, and every batch logs a progress line.
 
     On CUDA the results of a batch travel to pinned host memory with asynchronous copies,
@@ -176,7 +191,7 @@ def render_and_encode(
         results: dict[str, torch.Tensor] = {}
         with torch.no_grad(), autocast(device, precision):
             batch = synthesize(generator, w[rows].to(device, non_blocking=True))
-            if mask_classes is not None and hasattr(classifier, "features_and_spatial"):
+            if mask_classes is not None and segmenter is None and hasattr(classifier, "features_and_spatial"):
                 features, spatial = classifier.features_and_spatial(batch)
                 spatial = spatial.float()
             else:
@@ -186,7 +201,9 @@ def render_and_encode(
                 results["logits"] = classifier.head(features).float()
         if keep_images:
             results["images"] = pack_uint8(batch)
-        if mask_classes is not None:
+        if mask_classes is not None and segmenter is not None:
+            results["masks"] = segmenter.label_maps(batch.shape[-2:])
+        elif mask_classes is not None:
             from pipeline.measures import object_masks
 
             results["masks"] = object_masks(classifier, batch, mask_classes[rows].to(device), spatial=spatial)

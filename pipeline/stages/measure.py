@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.measures import measure_sweeps
+from pipeline.measures import measure_sweeps, regions_from_labels
 from pipeline.store import read_parquet, read_zarr, write_parquet
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,13 @@ def sweep_table(
     activation_columns: Mapping[str, np.ndarray],
     images: np.ndarray,
     masks: np.ndarray,
+    part_names: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The long table of N sweeps of S steps, rows in (sweep, step) order.
 
     ``unit``, ``sample`` and ``class_id`` are [N]; each activation column is [N, S];
-    ``images`` uint8 [N, S, H, W, 3] and ``masks`` bool [N, S, H, W] feed the image measures.
+    ``images`` uint8 [N, S, H, W, 3] and ``masks`` [N, S, H, W] feed the image measures:
+    bool object masks, or, with ``part_names``, part label maps (the object is their union).
     """
     n, steps = activation_columns["requested"].shape
     frame = pd.DataFrame(
@@ -55,7 +57,11 @@ def sweep_table(
             **{name: np.asarray(activation_columns[name]).reshape(n * steps) for name in ACTIVATION_COLUMNS},
         }
     )
-    measures = measure_sweeps(images, masks)
+    if part_names:
+        object_masks, parts = regions_from_labels(masks, part_names)
+        measures = measure_sweeps(images, object_masks, parts)
+    else:
+        measures = measure_sweeps(images, masks)
     if len(measures) != len(frame):
         raise ValueError(f"pipeline.measures.measure_sweeps returned {len(measures)} rows for {len(frame)} renders")
     return pd.concat([frame, measures.reset_index(drop=True)], axis=1)
@@ -63,7 +69,7 @@ def sweep_table(
 
 def measure_chunk(renders_path: str | Path, out_path: str | Path) -> None:
     """Write ``tables/chunk-{k}.parquet`` from ``renders/chunk-{k}.zarr``."""
-    arrays, _ = read_zarr(renders_path)
+    arrays, attrs = read_zarr(renders_path)
     k, p, steps = arrays["requested"].shape
     table = sweep_table(
         unit=np.repeat(arrays["unit"], p),
@@ -72,6 +78,7 @@ def measure_chunk(renders_path: str | Path, out_path: str | Path) -> None:
         activation_columns={name: arrays[name].reshape(k * p, steps) for name in ACTIVATION_COLUMNS},
         images=arrays["images"].reshape(k * p, steps, *arrays["images"].shape[3:]),
         masks=arrays["masks"].reshape(k * p, steps, *arrays["masks"].shape[3:]),
+        part_names=attrs.get("part_names", ()),
     )
     log.info("measure: %d rows, %d columns", len(table), table.shape[1])
     write_parquet(out_path, table)

@@ -27,7 +27,7 @@ range, a few of its standard deviations) is measured in the same units as a dire
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.stages.common import Encoded, load_models, prepare_device, render_and_encode
+from pipeline.stages.common import Encoded, load_models, open_segmenter, prepare_device, render_and_encode
 from pipeline.stages.link import AffineLink, load_link, standardisation
 from pipeline.stages.measure import sweep_table
-from pipeline.stages.perturb import sweep_outcomes, w_distances
+from pipeline.stages.perturb import region_attrs, sweep_outcomes, w_distances
 from pipeline.stages.units import probe_rows
 from pipeline.store import read_parquet, read_zarr, write_parquet
 
@@ -148,6 +148,7 @@ def _direction_control(
         outcomes,
         encoded,
         steps,
+        region_attrs(render["segmenter"]).get("part_names", ()),
     )
 
 
@@ -182,7 +183,15 @@ def _rerender_control(link: AffineLink, r: np.ndarray, classes: np.ndarray, step
     outcomes["requested"] = nothing.astype(np.float32)
     outcomes["w_distance"] = w_distances(torch.stack(latents, dim=1))
     return _control_table(
-        "rerender", np.full(len(r), RERENDER_UNIT), np.arange(len(r)), classes, 1, outcomes, chain, steps
+        "rerender",
+        np.full(len(r), RERENDER_UNIT),
+        np.arange(len(r)),
+        classes,
+        1,
+        outcomes,
+        chain,
+        steps,
+        region_attrs(render["segmenter"]).get("part_names", ()),
     )
 
 
@@ -195,6 +204,7 @@ def _control_table(
     outcomes: Mapping[str, np.ndarray],
     encoded: Encoded,
     steps: int,
+    part_names: Sequence[str],
 ) -> pd.DataFrame:
     n = len(unit)
     table = sweep_table(
@@ -204,6 +214,7 @@ def _control_table(
         activation_columns=outcomes,
         images=encoded.images.reshape(n, steps, *encoded.images.shape[1:]),
         masks=encoded.masks.reshape(n, steps, *encoded.masks.shape[1:]),
+        part_names=part_names,
     )
     table.insert(0, "control", control)
     return table
@@ -224,8 +235,10 @@ def null_controls(
     seed: int,
     batch_size: int,
     precision: str = "fp32",
+    segmentation_path: str | Path | None = None,
 ) -> None:
-    """Write ``tables/null_controls.parquet`` with both controls over the probe samples."""
+    """Write ``tables/null_controls.parquet`` with both controls over the probe samples; with
+    ``segmentation_path`` the regions come from that part segmenter, else from saliency."""
     rows = probe_rows(latents_path, activations_path)
     latents, _ = read_zarr(latents_path, ["class"])
     activations, _ = read_zarr(activations_path, ["r"])
@@ -236,8 +249,14 @@ def null_controls(
     link = load_link(link_path)
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
+    segmenter = open_segmenter(gen, segmentation_path, torch_device)
     render = {
-        "generator": gen, "classifier": clf, "batch_size": batch_size, "device": torch_device, "precision": precision
+        "generator": gen,
+        "classifier": clf,
+        "batch_size": batch_size,
+        "device": torch_device,
+        "precision": precision,
+        "segmenter": segmenter,
     }
     log.info(
         "nulls: %d random directions of standardised length %.4g and a %d-step re-render chain", directions, span, steps

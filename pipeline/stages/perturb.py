@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.stages.common import Encoded, load_models, prepare_device, render_and_encode, softmax
+from pipeline.stages.common import (
+    Encoded,
+    load_models,
+    open_segmenter,
+    prepare_device,
+    render_and_encode,
+    softmax,
+)
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.units import probe_rows
 from pipeline.store import read_parquet, read_zarr, write_zarr
@@ -88,9 +95,11 @@ def render_sweeps(
     device: torch.device,
     label: str,
     precision: str = "fp32",
+    segmenter: Any = None,
 ) -> dict[str, np.ndarray]:
     """Render and re-encode N sweeps of S steps: latents ``w [N, S, w_dim]`` of unit ``units[n]``
-    on a base sample of class ``classes[n]``, set to ``requested [N, S]``.
+    on a base sample of class ``classes[n]``, set to ``requested [N, S]``. With a ``segmenter``
+    the masks are its part label maps (see :func:`pipeline.stages.common.render_and_encode`).
 
     Returns per render ([N, S, ...]): images, masks, requested, others_mean_abs_change,
     w_distance (:func:`w_distances`) and the columns of :func:`sweep_outcomes`.
@@ -106,6 +115,7 @@ def render_sweeps(
         keep_images=True,
         mask_classes=torch.from_numpy(np.ascontiguousarray(np.repeat(classes, steps))),
         precision=precision,
+        segmenter=segmenter,
     )
     r_hat = encoded.r.reshape(n, steps, -1)
     tracked = np.take_along_axis(r_hat, np.asarray(units)[:, None, None], axis=-1)[..., 0]
@@ -168,13 +178,15 @@ def perturb_chunk(
     steps: int,
     batch_size: int,
     precision: str = "fp32",
+    segmentation_path: str | Path | None = None,
 ) -> None:
     """Write ``renders/chunk-{k}.zarr`` for the chunk's ``units`` over all probe samples.
 
-    Arrays (K units, P samples, S steps): images uint8 [K, P, S, H, W, 3], masks bool
-    [K, P, S, H, W], and per render: requested, achieved, achieved_change,
-    others_mean_abs_change, w_distance, pred, pred_prob, target_prob; plus unit [K], sample [P],
-    class [P].
+    Arrays (K units, P samples, S steps): images uint8 [K, P, S, H, W, 3], masks [K, P, S, H,
+    W] (bool object masks, or with ``segmentation_path`` uint8 part label maps, the part names
+    in the attribute ``part_names``), and per render: requested, achieved, achieved_change,
+    others_mean_abs_change, w_distance, pred, pred_prob, target_prob; plus unit [K], sample
+    [P], class [P]. The attribute ``regions`` says which region source made the masks.
     """
     rows, classes, r, unit_ids, values = chunk_sweeps(latents_path, activations_path, ranges_path, units, steps)
     k, p = len(unit_ids), len(rows)
@@ -182,6 +194,7 @@ def perturb_chunk(
 
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
+    segmenter = open_segmenter(gen, segmentation_path, torch_device)
     log.info("perturb: %d units x %d samples x %d steps = %d renders", k, p, steps, k * p * steps)
     sweeps = render_sweeps(
         w.reshape(k * p, steps, -1),
@@ -194,6 +207,7 @@ def perturb_chunk(
         device=torch_device,
         label=f"perturb units {unit_ids[0]}-{unit_ids[-1]}",
         precision=precision,
+        segmenter=segmenter,
     )
     grid = {name: array.reshape(k, p, *array.shape[1:]) for name, array in sweeps.items()}
     write_zarr(
@@ -208,5 +222,12 @@ def perturb_chunk(
             "others_mean_abs_change": grid.pop("others_mean_abs_change"),
             **grid,
         },
-        attrs={"steps": steps},
+        attrs={"steps": steps, **region_attrs(segmenter)},
     )
+
+
+def region_attrs(segmenter: Any) -> dict[str, Any]:
+    """What made a renders store's masks: ``regions`` (segmentation or saliency) and the part names."""
+    if segmenter is None:
+        return {"regions": "saliency"}
+    return {"regions": "segmentation", "part_names": list(segmenter.part_names)}

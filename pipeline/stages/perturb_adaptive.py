@@ -20,10 +20,10 @@ import torch
 
 from pipeline.adaptive import Design, SequentialTest, look_schedule
 from pipeline.measures import selected_measures
-from pipeline.stages.common import load_models, prepare_device
+from pipeline.stages.common import load_models, open_segmenter, prepare_device
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.measure import sweep_table
-from pipeline.stages.perturb import chunk_sweeps, render_sweeps
+from pipeline.stages.perturb import chunk_sweeps, region_attrs, render_sweeps
 from pipeline.store import read_parquet, write_json, write_parquet, write_zarr
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def perturb_chunk_adaptive(
     adaptive: Mapping[str, Any],
     concepts: Mapping[str, Any],
     precision: str = "fp32",
+    segmentation_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Sweep the chunk's units look by look (:mod:`pipeline.adaptive`) and measure as it goes.
 
@@ -82,6 +83,8 @@ def perturb_chunk_adaptive(
     link = load_link(link_path)
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
+    segmenter = open_segmenter(gen, segmentation_path, torch_device)
+    part_names = region_attrs(segmenter).get("part_names", ())
     sample_index, unit_index = pd.Index(rows), pd.Index(unit_ids)
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -99,9 +102,12 @@ def perturb_chunk_adaptive(
             device=torch_device,
             label=f"perturb look {len(kept) + 1}: {len(np.unique(sweep_units))} units",
             precision=precision,
+            segmenter=segmenter,
         )
         kept.append((of, at, sweeps["images"], sweeps["masks"]) if renders_path else (of, at, None, None))
-        return sweep_table(sweep_units, sweep_samples, classes[at], sweeps, sweeps["images"], sweeps["masks"])
+        return sweep_table(
+            sweep_units, sweep_samples, classes[at], sweeps, sweeps["images"], sweeps["masks"], part_names
+        )
 
     column_p = read_parquet(link_units_path).set_index("unit")["p"]
     table, outcomes = SequentialTest(nulls, measures, design, column_p).run(render, schedule)
@@ -131,7 +137,7 @@ def perturb_chunk_adaptive(
     write_parquet(table_path, table)
     write_json(record_path, record)
     if renders_path:
-        _write_kept_renders(renders_path, kept, unit_ids, rows, classes, steps)
+        _write_kept_renders(renders_path, kept, unit_ids, rows, classes, steps, region_attrs(segmenter))
     return record
 
 
@@ -142,11 +148,12 @@ def _write_kept_renders(
     rows: np.ndarray,
     classes: np.ndarray,
     steps: int,
+    attrs: Mapping[str, Any],
 ) -> None:
     """The rendered sweeps on the units x samples grid; sweeps never rendered stay zero."""
     shape = (len(unit_ids), len(rows), steps)
     images = np.zeros((*shape, *kept[0][2].shape[2:]), dtype=np.uint8)
-    masks = np.zeros((*shape, *kept[0][3].shape[2:]), dtype=bool)
+    masks = np.zeros((*shape, *kept[0][3].shape[2:]), dtype=kept[0][3].dtype)
     rendered = np.zeros(shape[:2], dtype=bool)
     for of, at, look_images, look_masks in kept:
         images[of, at], masks[of, at], rendered[of, at] = look_images, look_masks, True
@@ -160,5 +167,5 @@ def _write_kept_renders(
             "sample": rows.astype(np.int64),
             "class": classes.astype(np.int64),
         },
-        attrs={"steps": steps},
+        attrs={"steps": steps, **attrs},
     )

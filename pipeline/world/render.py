@@ -48,6 +48,9 @@ BACKGROUND_SATURATION = 0.35
 STRIPE_AMPLITUDE = 0.5
 STRIPES_PER_RADIUS = 3.0
 
+# Parts the renderer can tell apart: label k of :func:`part_map` is PART_NAMES[k - 1], 0 the background.
+PART_NAMES: tuple[str, ...] = ("object",)
+
 
 def sample_factors(
     n: int,
@@ -102,21 +105,8 @@ def render(
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     n = labels_t.numel()
     f = {name: torch.as_tensor(np.asarray(factors[name], dtype=np.float32)).view(n, 1, 1) for name in FACTORS}
-    # Pixel centres in [0, 1]; y grows downwards as in every image array.
-    grid = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size
-    dx = grid.view(1, 1, -1) - f["x"]
-    dy = grid.view(1, -1, 1) - f["y"]
-    cos, sin = torch.cos(f["rotation"]), torch.sin(f["rotation"])
-    # Object frame: u to the right, v upwards, one unit = the object radius.
-    u = (cos * dx + sin * dy) / f["size"]
-    v = (sin * dx - cos * dy) / f["size"]
-
-    distance = torch.empty(n, image_size, image_size)
-    for shape_id, sdf in enumerate(_SDFS):
-        idx = (labels_t == shape_id).nonzero().flatten()
-        if idx.numel():
-            distance[idx] = sdf(u[idx], v[idx])
-    coverage = (0.5 - distance * f["size"] * image_size).clamp_(0.0, 1.0).unsqueeze(1)
+    u, _ = _object_frame(f, image_size)
+    coverage = _coverage(labels_t, f, image_size).unsqueeze(1)
 
     frequency = f["texture"] * STRIPES_PER_RADIUS
     shade = 1.0 - STRIPE_AMPLITUDE * 0.5 * (1.0 - torch.cos(2.0 * math.pi * frequency * u))
@@ -125,6 +115,44 @@ def render(
         f["bg_hue"], torch.full_like(f["bg_hue"], BACKGROUND_SATURATION), f["bg_luminance"]
     )
     return torch.lerp(background_rgb, object_rgb, coverage).clamp_(0.0, 1.0)
+
+
+def part_map(
+    labels: Sequence[int] | np.ndarray | torch.Tensor,
+    factors: pd.DataFrame | Mapping[str, Sequence[float]],
+    image_size: int = IMAGE_SIZE,
+) -> torch.Tensor:
+    """The true part of every pixel of :func:`render`'s images: int64 ``[n, H, W]``.
+
+    0 is the background and ``k`` is ``PART_NAMES[k - 1]``; a pixel belongs to the object
+    where the object covers at least half of it.
+    """
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    n = labels_t.numel()
+    f = {name: torch.as_tensor(np.asarray(factors[name], dtype=np.float32)).view(n, 1, 1) for name in FACTORS}
+    coverage = _coverage(labels_t, f, image_size)
+    return (coverage >= 0.5).long()
+
+
+def _coverage(labels_t: torch.Tensor, f: Mapping[str, torch.Tensor], image_size: int) -> torch.Tensor:
+    """The object's anti-aliased coverage of each pixel, float ``[n, H, W]`` in [0, 1]."""
+    u, v = _object_frame(f, image_size)
+    distance = torch.empty(labels_t.numel(), image_size, image_size)
+    for shape_id, sdf in enumerate(_SDFS):
+        idx = (labels_t == shape_id).nonzero().flatten()
+        if idx.numel():
+            distance[idx] = sdf(u[idx], v[idx])
+    return (0.5 - distance * f["size"] * image_size).clamp_(0.0, 1.0)
+
+
+def _object_frame(f: Mapping[str, torch.Tensor], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pixel's (u, v) in the object's frame: u to the right, v upwards, one unit = the radius."""
+    # Pixel centres in [0, 1]; y grows downwards as in every image array.
+    grid = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size
+    dx = grid.view(1, 1, -1) - f["x"]
+    dy = grid.view(1, -1, 1) - f["y"]
+    cos, sin = torch.cos(f["rotation"]), torch.sin(f["rotation"])
+    return (cos * dx + sin * dy) / f["size"], (sin * dx - cos * dy) / f["size"]
 
 
 def _as_range(name: str, spec: float | tuple[float, float]) -> tuple[float, float]:

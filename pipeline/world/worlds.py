@@ -38,11 +38,12 @@ def factor_ranges(world: str = "shapes") -> dict[str, tuple[float, float]]:
     return dict(shapes.FACTOR_RANGES if _check(world) == "shapes" else breeds.FACTOR_RANGES)
 
 
-def part_names(world: str = "breeds") -> tuple[str, ...]:
-    """The parts of ``world``'s figure: label ``k`` of :func:`part_map` is ``part_names(world)[k - 1]``."""
-    if _check(world) != "breeds":
-        raise ValueError(f"world {world!r} has no parts; the breeds world has")
-    return breeds.PART_NAMES
+def part_names(world: str = "shapes") -> tuple[str, ...]:
+    """The parts of ``world``'s figure: label ``k`` of :func:`part_map` is ``part_names(world)[k - 1]``.
+
+    The shapes world's one part is its whole object; the breeds world's figure has several.
+    """
+    return shapes.PART_NAMES if _check(world) == "shapes" else breeds.PART_NAMES
 
 
 def sample_factors(
@@ -89,21 +90,29 @@ def render(
     """
     if _check(world) == "shapes":
         return shapes.render(labels, factors, image_size)
-    count, rows = len(np.asarray(labels)), len(np.asarray(factors[breeds.FACTORS[0]]))
-    if count != rows:
-        raise ValueError(f"render: {count} labels for {rows} factor rows")
+    _check_rows(labels, factors)
     return breeds.render(factors, image_size)
 
 
+def _check_rows(labels: Sequence[int] | np.ndarray | torch.Tensor, factors: pd.DataFrame | Mapping) -> None:
+    count, rows = len(np.asarray(labels)), len(np.asarray(factors[breeds.FACTORS[0]]))
+    if count != rows:
+        raise ValueError(f"{count} labels for {rows} factor rows")
+
+
 def part_map(
+    labels: Sequence[int] | np.ndarray | torch.Tensor,
     factors: pd.DataFrame | Mapping[str, Sequence[float]],
-    world: str = "breeds",
     image_size: int = IMAGE_SIZE,
+    world: str = "shapes",
 ) -> torch.Tensor:
-    """Per-pixel part labels int64 ``[n, H, W]`` of the images :func:`render` draws from ``factors``.
+    """Per-pixel part labels int64 ``[n, H, W]`` of the images :func:`render` draws (same arguments).
 
     0 is the background (the figure covers at most half of the pixel); ``k`` is the part
-    ``part_names(world)[k - 1]`` that contributes most to the pixel's colour.
+    ``part_names(world)[k - 1]``: in the breeds world the one that contributes most to the
+    pixel's colour.
     """
-    part_names(world)
+    if _check(world) == "shapes":
+        return shapes.part_map(labels, factors, image_size)
+    _check_rows(labels, factors)
     return breeds.part_map(factors, image_size)

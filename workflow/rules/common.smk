@@ -3,6 +3,8 @@ import functools
 from pipeline.models import load_classifier, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
+from pipeline.segmentation.config import WORLD, check_segmentation, trained_model
+from pipeline.segmentation.labels import LabelsError
 from pipeline.stages.config import ConfigError, chunk_units, select_units
 
 RESULTS = f"results/{config['run']}"
@@ -19,6 +21,28 @@ CONDA_ENV = "../../environment.yml"
 
 wildcard_constraints:
     chunk=r"\d+",
+
+
+try:
+    # Checked here, so bad labels stop the run before any job starts.
+    SEGMENTATION_LABELS = check_segmentation(config["segmentation"], config["generator"])
+except LabelsError as error:
+    raise ConfigError(str(error)) from None
+
+
+def segmentation_labels_dir():
+    """The labels folder the segmenter learns from: written by rule segmentation_labels, or the user's."""
+    return f"{RESULTS}/segmentation/labels" if SEGMENTATION_LABELS == WORLD else SEGMENTATION_LABELS
+
+
+SEGMENTATION_MODEL = trained_model(config["segmentation"], config["generator"], RESULTS)
+# The code that makes the regions of every render, for the code versions of the rules that render.
+REGION_CODE = ("measures", "segmentation") if SEGMENTATION_MODEL else ("measures",)
+
+
+def segmentation_input():
+    """The trained segmenter as a rule input, when the regions come from one."""
+    return {"segmentation": SEGMENTATION_MODEL} if SEGMENTATION_MODEL else {}
 
 
 def model_params(role):
@@ -93,6 +117,8 @@ def final_outputs():
         f"{RESULTS}/report",
         *COUNTERFACTUAL_OUTPUTS,
     ]
+    if SEGMENTATION_LABELS:
+        outputs.append(f"{RESULTS}/segmentation/metrics.json")
     outputs += validation_outputs()
     if config["tuning"]["keep_renders"]:
         outputs += chunk_files(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")

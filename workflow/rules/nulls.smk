@@ -4,6 +4,7 @@ rule null_controls:
         activations=f"{RESULTS}/activations.zarr",
         link=f"{RESULTS}/link/model.pt",
         ranges=f"{RESULTS}/units/ranges.parquet",
+        **segmentation_input(),
     output:
         f"{RESULTS}/tables/null_controls.parquet",
     log:
@@ -18,7 +19,13 @@ rule null_controls:
         classifier=model_params("classifier"),
         generator=model_params("generator"),
         code=stage_code(
-            "stages.nulls", "stages.perturb", "stages.measure", "stages.link", "stages.units", "measures", *MODEL_CODE
+            "stages.nulls",
+            "stages.perturb",
+            "stages.measure",
+            "stages.link",
+            "stages.units",
+            *REGION_CODE,
+            *MODEL_CODE,
         ),
     threads: MODEL_THREADS
     resources:

@@ -10,6 +10,7 @@ if config["tuning"]["adaptive"]["enabled"]:
             ranges=f"{RESULTS}/units/ranges.parquet",
             nulls=f"{RESULTS}/tables/null_controls.parquet",
             link_units=f"{RESULTS}/link/units.parquet",
+            **segmentation_input(),
         output:
             table=f"{RESULTS}/tables/chunk-{{chunk}}.parquet",
             record=f"{RESULTS}/tables/chunk-{{chunk}}.adaptive.json",
@@ -36,7 +37,7 @@ if config["tuning"]["adaptive"]["enabled"]:
                 "stages.units",
                 "adaptive",
                 "stats",
-                "measures",
+                *REGION_CODE,
                 *MODEL_CODE,
             ),
         threads: MODEL_THREADS
@@ -55,6 +56,7 @@ else:
             activations=f"{RESULTS}/activations.zarr",
             link=f"{RESULTS}/link/model.pt",
             ranges=f"{RESULTS}/units/ranges.parquet",
+            **segmentation_input(),
         output:
             renders(f"{RESULTS}/renders/chunk-{{chunk}}.zarr"),
         log:
@@ -67,7 +69,7 @@ else:
             precision=config["precision"],
             classifier=model_params("classifier"),
             generator=model_params("generator"),
-            code=stage_code("stages.perturb", "stages.link", "stages.units", "measures", *MODEL_CODE),
+            code=stage_code("stages.perturb", "stages.link", "stages.units", *REGION_CODE, *MODEL_CODE),
         threads: MODEL_THREADS
         resources:
             gpu=1,

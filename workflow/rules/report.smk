@@ -10,6 +10,7 @@ rule report:
         activations=f"{RESULTS}/activations.zarr",
         counterfactuals=COUNTERFACTUAL_OUTPUTS,
         validation=validation_outputs(),
+        **segmentation_input(),
     output:
         directory(f"{RESULTS}/report"),
     log:

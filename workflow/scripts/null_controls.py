@@ -15,6 +15,7 @@ run_stage(
     generator=job.params.generator["spec"],
     device=job.params.device,
     precision=job.params.precision,
+    segmentation_path=job.input.get("segmentation"),
     steps=job.params.steps,
     directions=job.params.directions,
     seed=job.params.seed,

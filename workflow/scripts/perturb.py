@@ -16,6 +16,7 @@ run_stage(
     generator=job.params.generator["spec"],
     device=job.params.device,
     precision=job.params.precision,
+    segmentation_path=job.input.get("segmentation"),
     steps=job.params.steps,
     batch_size=job.params.batch_size,
 )

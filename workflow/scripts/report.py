@@ -14,5 +14,6 @@ run_stage(
     generator=job.params.generator["spec"],
     device=job.params.device,
     validation_path=job.input.validation[0] if job.input.validation else None,
+    segmentation_path=job.input.get("segmentation"),
     **job.params.report,
 )

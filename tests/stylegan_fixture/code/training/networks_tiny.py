@@ -37,17 +37,39 @@ class MappingNetwork(torch.nn.Module):
 
 
 @persistence.persistent_class
+class SynthesisLayer(torch.nn.Module):
+    """One style-modulated 3x3 convolution, a module of its own as in StyleGAN2/3 and StyleGAN-XL."""
+
+    def __init__(self, w_dim, channels, img_resolution):
+        super().__init__()
+        self.style = torch.nn.Linear(w_dim, channels)
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.register_buffer("noise_const", torch.randn(1, 1, img_resolution, img_resolution))
+
+    def forward(self, x, w, noise_mode="random", dtype=torch.float32):
+        x = x * (1 + self.style(w)).unsqueeze(-1).unsqueeze(-1)
+        x = torch.nn.functional.conv2d(x.to(dtype), self.conv.weight.to(dtype), self.conv.bias.to(dtype), padding=1)
+        # StyleGAN3's and StyleGAN-XL's synthesis layers assert the dtype they chose, so
+        # they fail under an enclosing autocast.
+        assert x.dtype == dtype
+        x = x.float()
+        if noise_mode == "const":
+            x = x + 0.1 * self.noise_const
+        elif noise_mode == "random":
+            x = x + 0.1 * torch.randn_like(x[:, :1])
+        return bias_act.bias_act(x, act="lrelu")
+
+
+@persistence.persistent_class
 class SynthesisNetwork(torch.nn.Module):
-    """ws -> images [B, 3, R, R] from a learned constant, one style-modulated conv per w."""
+    """ws -> images [B, 3, R, R] from a learned constant, one style-modulated conv layer per w."""
 
     def __init__(self, w_dim, num_ws, img_resolution, channels=8):
         super().__init__()
         self.w_dim, self.num_ws, self.img_resolution = w_dim, num_ws, img_resolution
         self.const = torch.nn.Parameter(torch.randn(channels, 4, 4))
-        self.styles = torch.nn.ModuleList([torch.nn.Linear(w_dim, channels) for _ in range(num_ws)])
-        self.convs = torch.nn.ModuleList([torch.nn.Conv2d(channels, channels, 3, padding=1) for _ in range(num_ws)])
+        self.layers = torch.nn.ModuleList([SynthesisLayer(w_dim, channels, img_resolution) for _ in range(num_ws)])
         self.to_rgb = torch.nn.Conv2d(channels, 3, 1)
-        self.register_buffer("noise_const", torch.randn(1, 1, img_resolution, img_resolution))
 
     def forward(self, ws, noise_mode="random", force_fp32=False):
         assert noise_mode in ("random", "const", "none")
@@ -55,18 +77,8 @@ class SynthesisNetwork(torch.nn.Module):
         dtype = torch.float32 if force_fp32 else torch.bfloat16
         x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
         x = torch.nn.functional.interpolate(x, size=self.img_resolution, mode="bilinear", align_corners=False)
-        for w, style, conv in zip(ws.unbind(1), self.styles, self.convs, strict=True):
-            x = x * (1 + style(w)).unsqueeze(-1).unsqueeze(-1)
-            x = torch.nn.functional.conv2d(x.to(dtype), conv.weight.to(dtype), conv.bias.to(dtype), padding=1)
-            # StyleGAN3's and StyleGAN-XL's synthesis layers assert the dtype they chose, so
-            # they fail under an enclosing autocast.
-            assert x.dtype == dtype
-            x = x.float()
-            if noise_mode == "const":
-                x = x + 0.1 * self.noise_const
-            elif noise_mode == "random":
-                x = x + 0.1 * torch.randn_like(x[:, :1])
-            x = bias_act.bias_act(x, act="lrelu")
+        for w, layer in zip(ws.unbind(1), self.layers, strict=True):
+            x = layer(x, w, noise_mode=noise_mode, dtype=dtype)
         return torch.tanh(self.to_rgb(x))
 
 
