@@ -43,7 +43,15 @@ from pipeline.counterfactual import (
     search_mahalanobis,
     search_paper,
 )
-from pipeline.measures import Segmenter, measure_changes, measure_sweeps, object_masks, tested_measures
+from pipeline.measures import (
+    MAGNITUDE_QUANTITIES,
+    Segmenter,
+    measure_changes,
+    measure_sweeps,
+    object_masks,
+    quantity_of,
+    tested_measures,
+)
 from pipeline.models.protocols import Classifier
 from pipeline.stages.common import difference_image, load_models, prepare_device, tile
 from pipeline.stages.link import load_link
@@ -412,7 +420,8 @@ def concept_movement(
     ``image_change`` (mean over samples) with its percentile bootstrap 95% CI,
     ``image_effect`` (mean over the standard deviation of the change), ``consistency`` (the
     share of samples changing in the mean's direction); ``moved``: among the ``top``
-    largest |image_effect| of the measures whose CI excludes 0; ``expected_sign`` and
+    largest |image_effect| of the measures whose CI excludes 0, magnitudes (``image.motion``)
+    left out; ``expected_sign`` and
     ``toward_target`` (the change has that sign) where a manifest gives ``expected`` (the
     measures of factors that separate the pair, with the sign toward the target), else NaN.
     ``unit_share`` is the share of the top units' slots whose top concept is the measure
@@ -435,7 +444,10 @@ def concept_movement(
         frame["unit_share"], frame["unit_direction"] = _unit_labels(flipped, unit_summary, measures)
 
     excludes_zero = (frame["image_ci_low"] > 0) | (frame["image_ci_high"] < 0)
-    ranked = frame["image_effect"].abs().where(excludes_zero).sort_values(ascending=False, na_position="last")
+    # A magnitude (how far the image moved) grows with any change at all and points nowhere.
+    directional = ~frame["measure"].map(quantity_of).isin(MAGNITUDE_QUANTITIES)
+    ranked = frame["image_effect"].abs().where(excludes_zero & directional)
+    ranked = ranked.sort_values(ascending=False, na_position="last")
     frame["moved"] = frame.index.isin(ranked.dropna().index[:top])
     if expected is None:
         frame["expected_sign"] = np.nan
