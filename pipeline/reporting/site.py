@@ -595,7 +595,7 @@ def shift_units_table(carriers: pd.DataFrame, context: _Context) -> str:
     if carriers.empty:
         return "<p class='note'>No sample flipped, so no unit is attributed.</p>"
     rows = [
-        (context.unit_link(int(r.unit), ""), f"{r.mean_share:.0%}", r.n_top, r.top_measure or "–")
+        (context.unit_link(int(r.unit), ""), f"{r.mean_share:.1%}", r.n_top, r.top_measure or "–")
         for r in carriers.itertuples(index=False)
     ]
     note = (
@@ -620,7 +620,7 @@ def counterfactual_gallery(site: Path, folder: Path, origin: int, target: int, e
         name = f"{origin}-{target}-{k}.png"
         (site / "img/counterfactuals" / name).write_bytes(triple.png)
         top = ", ".join(
-            f"{context.unit_link(int(u), '')} ({share:.0%}, {fmt(float(c))}{' · ' + pages.cell_html(t) if t else ''})"
+            f"{context.unit_link(int(u), '')} ({share:.1%}, {fmt(float(c))}{' · ' + pages.cell_html(t) if t else ''})"
             for u, share, c, t in zip(row.top_units, row.top_shares, row.top_changes, row.top_concepts, strict=True)
         )
         outcome = badge("flipped", "yes") if row.success else badge("not flipped", "no")
