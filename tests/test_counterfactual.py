@@ -17,6 +17,8 @@ is the brightest channel, so flipping red to green must make the image greener.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,7 @@ from pipeline.stages.counterfactuals import (
 )
 from pipeline.store import read_json, read_parquet, read_zarr
 from pipeline.world import ClassManifest, register_manifest
+from tests.conftest import snakemake, write_config
 
 RED, GREEN, BLUE = 0, 1, 2
 OFF_DATA_GAIN = 20.0
@@ -502,3 +505,35 @@ def test_latent_domain_holds_the_training_latents_and_not_a_runaway() -> None:
     assert domain.distances(runaway[None])[0] == pytest.approx(20.0)
     with pytest.raises(ValueError, match="at least 2 latents"):
         LatentDomain.fit(w[:1])
+
+
+def test_the_rules_search_both_methods_and_rerun_only_what_a_setting_touches(finished_run, tmp_path):
+    shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["counterfactuals"] = {
+        "pairs": [[0, 1], [1, 0]],
+        "samples": 2,
+        "compare": ["paper"],
+        "mahalanobis": {"bisection_steps": 2},
+        "paper": {"max_steps": 4, "check_every": 2},
+    }
+    write_config(tmp_path, config)
+    run = tmp_path / "results" / config["run"] / "counterfactuals"
+    snakemake(tmp_path, "--cores", "2", str(run.relative_to(tmp_path) / "summary.json"))
+
+    summary = read_json(run / "summary.json")
+    assert [m["method"] for m in summary["methods"]] == ["mahalanobis", "paper"]
+    assert all(m["n"] == 4 for m in summary["methods"])
+    for pair in ("0-1", "1-0"):
+        main, compared = read_parquet(run / f"{pair}.parquet"), read_parquet(run / f"compare/paper/{pair}.parquet")
+        assert main["sample"].tolist() == compared["sample"].tolist()
+
+    def scheduled(setting: str) -> list[str]:
+        process = snakemake(tmp_path, "--dry-run", str(run.relative_to(tmp_path) / "summary.json"), "--config", setting)
+        return sorted(re.findall(r"^(?:local)?rule (\w+):$", process.stdout, flags=re.MULTILINE))
+
+    # The paper's settings re-run only its searches; the summary's only the summary.
+    assert scheduled("counterfactuals={'paper': {'lr': 0.1}}") == ["counterfactual_comparison"] * 2 + [
+        "counterfactual_summary"
+    ]
+    assert scheduled("counterfactuals={'top_measures': 2}") == ["counterfactual_summary"]
