@@ -36,6 +36,7 @@ from pipeline.stages.counterfactuals import (
     concept_movement,
     counterfactual_pair,
     ground_truth_share,
+    pair_measure_changes,
     summarise_pairs,
     unit_movement,
     unit_shares,
@@ -537,3 +538,24 @@ def test_the_rules_search_both_methods_and_rerun_only_what_a_setting_touches(fin
         "counterfactual_summary"
     ]
     assert scheduled("counterfactuals={'top_measures': 2}") == ["counterfactual_summary"]
+
+
+def test_a_segmenter_adds_its_parts_to_the_measured_changes():
+    from pipeline.measures import Segmenter
+    from tests.tiny_models import tiny_classifier
+
+    def left_half(images: torch.Tensor) -> torch.Tensor:
+        labels = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.long)
+        labels[..., : images.shape[-1] // 2] = 1
+        return labels
+
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    brighter_left = original.copy()
+    brighter_left[:, :, :16] = np.minimum(original[:, :, :16].astype(int) + 60, 255).astype(np.uint8)
+    changes = pair_measure_changes(
+        tiny_classifier(), original, brighter_left, np.zeros(3, int), np.zeros(3, int), torch.device("cpu"),
+        segmenter=Segmenter(left_half, ["left"], "test segmenter"),
+    )  # fmt: skip
+    assert "part:left.luminance" in changes.columns and len(changes) == 3
+    assert (changes["part:left.luminance"] > 0).all()
