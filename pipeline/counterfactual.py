@@ -1,20 +1,36 @@
-"""Counterfactual explanations: the smallest activation shift that flips the class.
+"""Counterfactual searches: a shift of a sample's activations whose render the classifier calls the target class.
 
-For activations ``r`` of images of class ``origin`` a shift ``s`` is optimised, as in the
-paper, with the loss
+For activations ``r`` [B, U] of images of class ``origin``, a search looks for a shift in
+activation space such that the counterfactual activation ``r' = relu(r + shift)``, mapped
+by the link to a latent and rendered by the generator, is classified as ``target`` when the
+classifier sees the render. Success is always judged on that re-encoded render, never on
+the classifier's head applied to ``r'``: the render cycle r -> w -> image -> r-hat does not
+return r', and a flip that exists only in activation space says nothing about images.
 
-    -logit_target(r - s) + w_origin * logit_origin(r - s) - w_cos * cos(link(r), link(r - s))
+Two searches:
 
-where the logits come from the classifier's head and ``link`` maps activations to the
-generator's latent space. Every ``check_every`` steps the shifted activation ``relu(r - s)``
-is rendered through link and generator and classified again; a sample succeeds when its
-render is classified as ``target``. Each sample stops on its own success or at ``max_steps``.
+- ``mahalanobis`` (the default): the smallest shift under a Gaussian prior of the training
+  activations. With covariance Σ (a Ledoit-Wolf shrinkage estimate, :class:`ActivationPrior`)
+  and the head's margin gradient ``g = d(logit_target - logit_origin)/dr`` (``W_T - W_O`` for
+  a linear head), the shift of least Mahalanobis length ``sqrt(shift' Σ^-1 shift)`` that
+  raises the margin by a given amount points along ``Σ g``. The search walks along that
+  ray: first out from the length at which the head's margin would reach zero, by factors of
+  ``BRACKET_GROWTH``, until the render flips or the length passes ``max_distance``; then it
+  bisects between the last length that did not flip and the first that did. The prior keeps
+  the shift inside the subspace the training activations occupy, so the link does not turn
+  it into a long move of the latent.
+- ``paper``: the paper's gradient search, with loss
+  ``-logit_target(r') + w_origin * logit_origin(r') - w_cos * cos(link(r), link(r'))`` and
+  ``r' = relu(r - s)``, the same activation that is rendered (the paper's own loss scored
+  ``r - s`` and rendered ``relu(r - s)``). Every ``check_every`` steps the current ``r'`` is
+  rendered and classified; each sample stops at its own success or at ``max_steps``. The
+  loss is linear in s except for the cosine, whose gradient vanishes at s = 0 and which
+  ignores the latent's length, so nothing bounds how far the latent travels.
 
-The search runs many samples at once. The loss is a sum of per-sample terms and both
-optimisers act element-wise, so a batch gives the same shifts as one sample at a time.
+Both run many samples at once: every per-sample computation is independent, so a batch
+gives the same counterfactuals as one sample at a time.
 
-Nothing in the loss bounds how far the latent travels (the cosine ignores its length), and
-a classifier may call an image the generator was never trained to make, a flat colour
+A classifier may call an image the generator was never trained to make, a flat colour
 field say, by any class. So every counterfactual's latent is placed against the training
 latents (:class:`LatentDomain`): a flip counts as in the generator's domain only if its
 latent is no farther from their mean, in their standard deviations, than 99 % of them.
@@ -22,38 +38,32 @@ latent is no farther from their mean, in their standard deviations, than 99 % of
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from scipy import linalg
 
 from pipeline.device import run_with_backoff
-from pipeline.measures import measure_changes, measure_sweeps, object_masks, tested_measures
 from pipeline.models.protocols import Classifier, Generator
-from pipeline.stages.common import load_models, prepare_device, synthesize, tile, to_uint8
-from pipeline.stages.link import load_link
-from pipeline.store import atomic_path, read_parquet, read_zarr, write_json, write_parquet, write_zarr
+from pipeline.stages.common import synthesize, to_uint8
 
 log = logging.getLogger(__name__)
 
 Link = Callable[[torch.Tensor], torch.Tensor]
 
+METHODS = ("mahalanobis", "paper")
 OPTIMIZERS = ("sgd", "adam")
-PANEL_ROWS = 8
-STD_FLOOR_FRACTION = 0.01
 PROGRESS_SECONDS = 10.0
 DOMAIN_QUANTILE = 0.99
+# The bracketing walk starts no shorter than this fraction of max_distance, so a sample whose
+# head margin is already near zero still takes steps of a useful size.
+MIN_START_FRACTION = 0.01
+BRACKET_GROWTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -80,54 +90,75 @@ class LatentDomain:
 
 
 @dataclass(frozen=True)
+class ActivationPrior:
+    """A Gaussian model of the training activations: their mean and a shrinkage covariance.
+
+    The covariance is the Ledoit-Wolf estimate ``(1 - λ) S + λ μ I`` (S the sample
+    covariance, μ its mean variance), with the λ that minimises the expected squared error
+    in Frobenius norm (Ledoit & Wolf 2004). With fewer samples than units S is singular;
+    the shrunk estimate is positive definite whenever the activations vary at all.
+    """
+
+    mean: np.ndarray  # float64 [U]
+    covariance: np.ndarray  # float64 [U, U]
+    shrinkage: float
+
+    @classmethod
+    def fit(cls, r: np.ndarray) -> ActivationPrior:
+        r = np.asarray(r, dtype=np.float64)
+        n, units = r.shape
+        if n < 2:
+            raise ValueError(f"activation prior: needs at least 2 samples, got {n}")
+        centred = r - r.mean(axis=0)
+        sample = centred.T @ centred / n
+        mu = float(np.trace(sample)) / units
+        if mu <= 0:
+            raise ValueError("activation prior: the training activations do not vary")
+        dispersion = float(np.sum((sample - mu * np.eye(units)) ** 2)) / units
+        # Mean squared distance of the one-sample estimates x x' from S, over n^2: how far S is off.
+        spread = (float(np.sum(np.sum(centred**2, axis=1) ** 2)) - n * float(np.sum(sample**2))) / (n**2 * units)
+        shrinkage = 1.0 if dispersion == 0 else min(max(spread, 0.0), dispersion) / dispersion
+        covariance = (1 - shrinkage) * sample + shrinkage * mu * np.eye(units)
+        return cls(r.mean(axis=0), covariance, shrinkage)
+
+    def lengths(self, shift: np.ndarray) -> np.ndarray:
+        """Mahalanobis length ``sqrt(s' Σ^-1 s)`` of each row of ``shift [N, U]``."""
+        shift = np.asarray(shift, dtype=np.float64)
+        solved = linalg.cho_solve(linalg.cho_factor(self.covariance), shift.T).T
+        return np.sqrt(np.maximum(np.sum(shift * solved, axis=1), 0.0))
+
+
+@dataclass(frozen=True)
 class Counterfactuals:
     """One row per searched sample.
 
     ``original`` is the render of ``link(r)``, not the sample's own generator image, so that
     original and counterfactual differ only by the shift. Probabilities are those of the
-    re-classified renders; ``steps`` counts optimiser steps up to the check that first saw
-    the target class (``max_steps`` where none did).
+    re-classified renders. ``steps`` counts optimiser steps up to the check that first saw
+    the target class (paper; ``max_steps`` where none did), or the renders the walk and the
+    bisection judged (mahalanobis).
     """
 
     success: np.ndarray  # bool [B]
     steps: np.ndarray  # int64 [B]
     start_prob_origin: np.ndarray  # float32 [B], render of link(r)
     start_prob_target: np.ndarray  # float32 [B]
-    prob_origin: np.ndarray  # float32 [B], render of link(relu(r - s))
+    prob_origin: np.ndarray  # float32 [B], render of link(r_counterfactual)
     prob_target: np.ndarray  # float32 [B]
     predicted: np.ndarray  # int64 [B], class of the counterfactual render
-    shift: np.ndarray  # float32 [B, U], the optimised s
-    shift_l2: np.ndarray  # float32 [B]
-    r_counterfactual: np.ndarray  # float32 [B, U], relu(r - s)
+    shift: np.ndarray  # float32 [B, U], r_counterfactual - r
+    r_counterfactual: np.ndarray  # float32 [B, U]
     original: np.ndarray  # uint8 [B, H, W, 3]
     counterfactual: np.ndarray  # uint8 [B, H, W, 3]
 
+    @property
+    def shift_l2(self) -> np.ndarray:
+        return np.linalg.norm(self.shift, axis=1)
 
-def search(
-    classifier: Classifier,
-    generator: Generator,
-    link: Link,
-    r: torch.Tensor,
-    origin: int,
-    target: int,
-    *,
-    lr: float = 0.5,
-    max_steps: int = 2000,
-    w_origin: float = 0.6,
-    w_cos: float = 10.0,
-    check_every: int = 10,
-    batch: int = 64,
-    optimizer: str = "sgd",
-) -> Counterfactuals:
-    """Search a counterfactual shift for every row of ``r`` [B, U], from ``origin`` to ``target``.
 
-    ``link`` maps activations [B, U] to latents w [B, w_dim] (every synthesis layer gets the
-    same w) and must be differentiable.
-    Models and link must already sit on ``r``'s device. ``batch`` bounds how many samples are
-    optimised together; it is halved when the GPU runs out of memory.
-    """
-    head = classifier.head
-    if head is None:
+def check_request(classifier: Classifier, r: torch.Tensor, origin: int, target: int, batch: int) -> None:
+    """One line naming what is wrong with a search request, before any work is done."""
+    if classifier.head is None:
         raise ValueError("counterfactuals need a classifier with a head (logits); this one has none")
     num_classes = classifier.num_classes
     for name, value in (("origin", origin), ("target", target)):
@@ -135,18 +166,164 @@ def search(
             raise ValueError(f"counterfactuals.{name}: class {value} is outside [0, {num_classes})")
     if origin == target:
         raise ValueError(f"counterfactuals: origin and target are the same class ({origin})")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"counterfactuals.optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
-    if max_steps < 1 or check_every < 1 or batch < 1:
-        raise ValueError("counterfactuals: max_steps, check_every and batch must be >= 1")
+    if batch < 1:
+        raise ValueError("counterfactuals.batch_size: must be >= 1")
     if r.ndim != 2:
         raise ValueError(f"counterfactuals: r must be [samples, units], got shape {tuple(r.shape)}")
 
+
+def search_mahalanobis(
+    classifier: Classifier,
+    generator: Generator,
+    link: Link,
+    r: torch.Tensor,
+    origin: int,
+    target: int,
+    *,
+    prior: ActivationPrior,
+    max_distance: float,
+    bisection_steps: int,
+    batch: int,
+) -> Counterfactuals:
+    """The smallest-Mahalanobis counterfactual of every row of ``r`` [B, U] (see the module docstring).
+
+    ``max_distance`` bounds the shift's Mahalanobis length; ``bisection_steps`` halves the
+    bracket around the first flipping length that many times. Models and link must sit on
+    ``r``'s device; ``batch`` bounds how many samples are rendered together and is halved
+    when the GPU runs out of memory.
+    """
+    check_request(classifier, r, origin, target, batch)
+    if max_distance <= 0 or bisection_steps < 0:
+        raise ValueError("counterfactuals: max_distance must be > 0 and bisection_steps >= 0")
+    if prior.covariance.shape != (r.shape[1], r.shape[1]):
+        raise ValueError(f"counterfactuals: prior of {prior.covariance.shape[0]} units for r of {r.shape[1]}")
+    covariance = torch.from_numpy(prior.covariance).to(device=r.device, dtype=torch.float32)
     parts: list[Counterfactuals] = []
 
     def step(rows: slice) -> None:
         parts.append(
-            _search_batch(
+            _walk(
+                classifier,
+                generator,
+                link,
+                r[rows].detach().float(),
+                origin,
+                target,
+                covariance=covariance,
+                max_distance=max_distance,
+                bisection_steps=bisection_steps,
+            )
+        )
+
+    run_with_backoff(step, r.shape[0], batch)
+    return _joined(parts)
+
+
+def _walk(
+    classifier: Classifier,
+    generator: Generator,
+    link: Link,
+    r: torch.Tensor,
+    origin: int,
+    target: int,
+    *,
+    covariance: torch.Tensor,
+    max_distance: float,
+    bisection_steps: int,
+) -> Counterfactuals:
+    n = r.shape[0]
+    with torch.enable_grad():
+        probe = r.clone().requires_grad_(True)
+        logits = classifier.head(probe)
+        margin = (logits[:, target] - logits[:, origin]).detach()
+        (gradient,) = torch.autograd.grad((logits[:, target] - logits[:, origin]).sum(), probe)
+    with torch.no_grad():
+        spread = gradient @ covariance  # Σ g per sample (Σ is symmetric)
+        gain = torch.sqrt((gradient * spread).sum(dim=1).clamp_min(1e-30))  # margin per unit of Mahalanobis length
+        direction = spread / gain[:, None]  # Mahalanobis length 1
+        head_crossing = (-margin / gain).clamp(MIN_START_FRACTION * max_distance, max_distance)
+
+        def judge(rows: torch.Tensor, length: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            shifted = torch.relu(r[rows] + length[:, None] * direction[rows])
+            images = _quantised(synthesize(generator, link(shifted)))
+            return images, _probabilities(classifier, images)
+
+        start_images = _quantised(synthesize(generator, link(r)))
+        start_probs = _probabilities(classifier, start_images)
+        flipped_at_start = start_probs.argmax(1) == target
+        low = torch.zeros(n, device=r.device)
+        high = torch.where(flipped_at_start, low, torch.full_like(low, torch.inf))
+        final_images, final_probs = start_images.clone(), start_probs.clone()
+        renders = torch.zeros(n, dtype=torch.int64, device=r.device)
+
+        # Walk out until the render flips; a sample that never does ends at max_distance.
+        length = head_crossing.clone()
+        searching = ~flipped_at_start
+        while bool(searching.any()):
+            rows = searching.nonzero().squeeze(1)
+            images, probs = judge(rows, length[rows])
+            renders[rows] += 1
+            flipped = probs.argmax(1) == target
+            at_limit = length[rows] >= max_distance
+            keep = flipped | at_limit
+            final_images[rows[keep]], final_probs[rows[keep]] = images[keep], probs[keep]
+            high[rows[flipped]] = length[rows[flipped]]
+            low[rows[~flipped]] = length[rows[~flipped]]
+            searching[rows[keep]] = False
+            length[rows] = torch.clamp(length[rows] * BRACKET_GROWTH, max=max_distance)
+
+        # Bisect between the last length that did not flip and the first that did.
+        found = torch.isfinite(high)
+        rows = (found & ~flipped_at_start).nonzero().squeeze(1)
+        for _ in range(bisection_steps if rows.numel() else 0):
+            middle = (low[rows] + high[rows]) / 2
+            images, probs = judge(rows, middle)
+            renders[rows] += 1
+            flipped = probs.argmax(1) == target
+            high[rows[flipped]] = middle[flipped]
+            low[rows[~flipped]] = middle[~flipped]
+            final_images[rows[flipped]], final_probs[rows[flipped]] = images[flipped], probs[flipped]
+
+        chosen = torch.where(found, high, low)
+        r_counterfactual = torch.relu(r + chosen[:, None] * direction)
+    log.info("counterfactuals %d -> %d: %d of %d flipped", origin, target, int(found.sum()), n)
+    return _result(
+        found, renders, start_probs, final_probs, r, r_counterfactual, start_images, final_images, origin, target
+    )
+
+
+def search_paper(
+    classifier: Classifier,
+    generator: Generator,
+    link: Link,
+    r: torch.Tensor,
+    origin: int,
+    target: int,
+    *,
+    lr: float,
+    max_steps: int,
+    w_origin: float,
+    w_cos: float,
+    check_every: int,
+    optimizer: str,
+    batch: int,
+) -> Counterfactuals:
+    """The paper's gradient search for every row of ``r`` [B, U] (see the module docstring).
+
+    ``link`` must be differentiable. Models and link must already sit on ``r``'s device.
+    ``batch`` bounds how many samples are optimised together; it is halved when the GPU runs
+    out of memory.
+    """
+    check_request(classifier, r, origin, target, batch)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"counterfactuals.optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
+    if max_steps < 1 or check_every < 1:
+        raise ValueError("counterfactuals: max_steps and check_every must be >= 1")
+    parts: list[Counterfactuals] = []
+
+    def step(rows: slice) -> None:
+        parts.append(
+            _descend(
                 classifier,
                 generator,
                 link,
@@ -163,18 +340,10 @@ def search(
         )
 
     run_with_backoff(step, r.shape[0], batch)
-    return Counterfactuals(
-        **{name: np.concatenate([getattr(p, name) for p in parts]) for name in Counterfactuals.__dataclass_fields__}
-    )
+    return _joined(parts)
 
 
-def difference_image(original: np.ndarray, counterfactual: np.ndarray) -> np.ndarray:
-    """Signed difference as uint8, mid-grey where nothing changed: 128 + (cf - orig) / 2."""
-    delta = counterfactual.astype(np.int16) - original.astype(np.int16)
-    return np.clip(128 + delta // 2, 0, 255).astype(np.uint8)
-
-
-def _search_batch(
+def _descend(
     classifier: Classifier,
     generator: Generator,
     link: Link,
@@ -193,7 +362,7 @@ def _search_batch(
     device = r.device
     with torch.no_grad():
         w_reference = link(r)
-        start_images = _quantised(synthesize(generator, link(r)))
+        start_images = _quantised(synthesize(generator, w_reference))
         start_probs = _probabilities(classifier, start_images)
 
     # A zero start keeps the search from inventing changes that no class term asks for.
@@ -208,12 +377,10 @@ def _search_batch(
 
     last_report = time.perf_counter()
     for step in range(1, max_steps + 1):
-        shifted = r - shift
-        logits = classifier.head(shifted)
-        closeness = F.cosine_similarity(w_reference, link(shifted), dim=1)
-        loss = -logits[:, target] + w_origin * logits[:, origin] - w_cos * closeness
-        # Only the shift's gradient: the models' parameters may require grad and must stay untouched.
-        (shift.grad,) = torch.autograd.grad(loss[~done].sum(), shift)
+        with torch.enable_grad():
+            loss = paper_loss(classifier, link, r, shift, w_reference, origin, target, w_origin=w_origin, w_cos=w_cos)
+            # Only the shift's gradient: the models' parameters may require grad and must stay untouched.
+            (shift.grad,) = torch.autograd.grad(loss[~done].sum(), shift)
         step_size.step()
         with torch.no_grad():
             # Adam's momentum would keep moving a finished sample even with a zero gradient.
@@ -241,20 +408,62 @@ def _search_batch(
         if bool(done.all()):
             break
 
-    r_counterfactual = torch.relu(r - final_shift)
+    with torch.no_grad():
+        r_counterfactual = torch.relu(r - final_shift)
+    return _result(
+        done, steps, start_probs, final_probs, r, r_counterfactual, start_images, final_images, origin, target
+    )
+
+
+def paper_loss(
+    classifier: Classifier,
+    link: Link,
+    r: torch.Tensor,
+    shift: torch.Tensor,
+    w_reference: torch.Tensor,
+    origin: int,
+    target: int,
+    *,
+    w_origin: float,
+    w_cos: float,
+) -> torch.Tensor:
+    """The paper's loss per sample, [B], scored on ``relu(r - shift)``: the activation that is rendered."""
+    shifted = torch.relu(r - shift)
+    logits = classifier.head(shifted)
+    closeness = F.cosine_similarity(w_reference, link(shifted), dim=1)
+    return -logits[:, target] + w_origin * logits[:, origin] - w_cos * closeness
+
+
+def _result(
+    success: torch.Tensor,
+    steps: torch.Tensor,
+    start_probs: torch.Tensor,
+    final_probs: torch.Tensor,
+    r: torch.Tensor,
+    r_counterfactual: torch.Tensor,
+    start_images: torch.Tensor,
+    final_images: torch.Tensor,
+    origin: int,
+    target: int,
+) -> Counterfactuals:
     return Counterfactuals(
-        success=done.cpu().numpy(),
-        steps=steps.numpy(),
+        success=success.cpu().numpy(),
+        steps=steps.cpu().numpy().astype(np.int64),
         start_prob_origin=start_probs[:, origin].cpu().numpy(),
         start_prob_target=start_probs[:, target].cpu().numpy(),
         prob_origin=final_probs[:, origin].cpu().numpy(),
         prob_target=final_probs[:, target].cpu().numpy(),
         predicted=final_probs.argmax(1).cpu().numpy(),
-        shift=final_shift.cpu().numpy(),
-        shift_l2=final_shift.norm(dim=1).cpu().numpy(),
-        r_counterfactual=r_counterfactual.cpu().numpy(),
+        shift=(r_counterfactual - r).detach().cpu().numpy(),
+        r_counterfactual=r_counterfactual.detach().cpu().numpy(),
         original=to_uint8(start_images),
         counterfactual=to_uint8(final_images),
+    )
+
+
+def _joined(parts: list[Counterfactuals]) -> Counterfactuals:
+    return Counterfactuals(
+        **{name: np.concatenate([getattr(p, name) for p in parts]) for name in Counterfactuals.__dataclass_fields__}
     )
 
 
@@ -265,308 +474,3 @@ def _quantised(images: torch.Tensor) -> torch.Tensor:
 
 def _probabilities(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
     return torch.softmax(classifier.head(classifier.features(images)), dim=1)
-
-
-def counterfactual_pair(
-    table_path: str | Path,
-    images_path: str | Path,
-    panel_path: str | Path,
-    *,
-    latents_path: str | Path,
-    activations_path: str | Path,
-    link_path: str | Path,
-    unit_summary_path: str | Path,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
-    origin: int,
-    target: int,
-    samples: int,
-    max_steps: int,
-    lr: float,
-    w_origin: float,
-    w_cos: float,
-    check_every: int,
-    optimizer: str,
-    top_units: int,
-    batch_size: int,
-) -> None:
-    """Counterfactuals for up to ``samples`` accepted test samples of ``origin``, towards ``target``.
-
-    Writes ``counterfactuals/{origin}-{target}.parquet`` (one row per sample, see
-    :func:`pair_table`), ``.zarr`` (original, counterfactual and difference images uint8
-    [N, H, W, 3], the shift [N, U], success [N] and sample [N]) and a PNG panel of the first
-    samples (original | counterfactual | difference per row) for the Snakemake report.
-    """
-    latents, _ = read_zarr(latents_path, ["class", "split", "w"])
-    activations, _ = read_zarr(activations_path, ["r", "accepted"])
-    domain = LatentDomain.fit(latents["w"][activations["accepted"] & (latents["split"] == "train")])
-    candidates = np.flatnonzero(activations["accepted"] & (latents["split"] == "test") & (latents["class"] == origin))
-    if candidates.size == 0:
-        raise ValueError(f"{activations_path}: no accepted test sample of class {origin} to start counterfactuals from")
-    rows = candidates[:samples]
-    accepted_r = activations["r"][activations["accepted"]]
-    unit_std = accepted_r.std(axis=0, dtype=np.float64)
-
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
-    link = load_link(link_path).to(torch_device)
-    log.info("counterfactuals %d -> %d: %d samples, at most %d steps", origin, target, len(rows), max_steps)
-    result = search(
-        clf,
-        gen,
-        link,
-        torch.from_numpy(activations["r"][rows]).to(torch_device),
-        origin,
-        target,
-        lr=lr,
-        max_steps=max_steps,
-        w_origin=w_origin,
-        w_cos=w_cos,
-        check_every=check_every,
-        batch=batch_size,
-        optimizer=optimizer,
-    )
-    log.info(
-        "counterfactuals %d -> %d: %d of %d flipped (median %d steps)",
-        origin,
-        target,
-        int(result.success.sum()),
-        len(rows),
-        int(np.median(result.steps)),
-    )
-    image_changes = pair_measure_changes(clf, result, origin, torch_device)
-    with torch.no_grad():
-        rendered = link(torch.from_numpy(result.r_counterfactual).to(torch_device)).cpu().numpy()
-    concepts = read_parquet(unit_summary_path)
-    table = pair_table(result, rows, activations["r"][rows], unit_std, concepts, image_changes, top_units)
-    table.insert(table.columns.get_loc("shift_l2") + 1, "latent_distance", domain.distances(rendered))
-    table.insert(table.columns.get_loc("latent_distance") + 1, "in_domain", table["latent_distance"] <= domain.radius)
-    settings = {
-        "origin": origin,
-        "target": target,
-        "max_steps": max_steps,
-        "lr": lr,
-        "w_origin": w_origin,
-        "w_cos": w_cos,
-        "check_every": check_every,
-        "optimizer": optimizer,
-        "latent_domain_radius": domain.radius,
-    }
-    write_parquet(table_path, table, metadata={k: json.dumps(v) for k, v in settings.items()})
-    write_zarr(
-        images_path,
-        {
-            "original": result.original,
-            "counterfactual": result.counterfactual,
-            "difference": difference_image(result.original, result.counterfactual),
-            "shift": result.shift.astype(np.float32),
-            "success": result.success,
-            "sample": rows.astype(np.int64),
-        },
-        attrs=settings,
-    )
-    write_panel(panel_path, result.original, result.counterfactual)
-
-
-def pair_measure_changes(
-    classifier: Classifier, result: Counterfactuals, origin: int, device: torch.device
-) -> pd.DataFrame:
-    """Image-measure changes from each original to its counterfactual, one row per sample.
-
-    Each image's object region is the one its own class marks: the origin's in the original,
-    the predicted class's in the counterfactual.
-    """
-    pairs = np.stack([result.original, result.counterfactual], axis=1)  # [N, 2, H, W, 3]
-    n, _, height, width, _ = pairs.shape
-    images = torch.from_numpy(pairs.reshape(n * 2, height, width, 3)).to(device).permute(0, 3, 1, 2).float() / 255
-    classes = torch.from_numpy(np.stack([np.full(n, origin), result.predicted], axis=1).reshape(-1)).to(device)
-    masks = object_masks(classifier, images, classes).cpu().numpy().reshape(n, 2, height, width)
-    measured = measure_sweeps(pairs, masks)
-    measured.insert(0, "sample", np.repeat(np.arange(n), 2))
-    measured.insert(1, "step", np.tile([0, 1], n))
-    changes = measure_changes(measured, tested_measures(measured.columns), by=("sample",))
-    return changes.drop(columns="sample")
-
-
-def pair_table(
-    result: Counterfactuals,
-    rows: np.ndarray,
-    r: np.ndarray,
-    unit_std: np.ndarray,
-    unit_summary: pd.DataFrame,
-    image_changes: pd.DataFrame,
-    top_units: int,
-) -> pd.DataFrame:
-    """The per-sample counterfactual table.
-
-    Columns: sample (row in latents.zarr), success, steps, start/final probabilities of origin
-    and target, predicted, shift_l2; ``top_units`` (the units whose activation changed most,
-    in standard deviations over accepted samples, see :func:`change_scale`), ``top_changes``
-    (those standardised changes, signed) and ``top_concepts`` (each unit's top measure, ""
-    when it has none); then one column per tested image measure with its change from the
-    original to the counterfactual.
-    """
-    change = (result.r_counterfactual - r) / change_scale(unit_std)
-    order = np.argsort(-np.abs(change), axis=1, kind="stable")[:, :top_units]
-    top_change = np.take_along_axis(change, order, axis=1)
-    concept_of = _top_concepts(unit_summary, r.shape[1])
-    table = pd.DataFrame(
-        {
-            "sample": rows.astype(np.int64),
-            "success": result.success,
-            "steps": result.steps,
-            "start_prob_origin": result.start_prob_origin,
-            "start_prob_target": result.start_prob_target,
-            "prob_origin": result.prob_origin,
-            "prob_target": result.prob_target,
-            "predicted": result.predicted,
-            "shift_l2": result.shift_l2,
-            "top_units": list(order.astype(np.int64)),
-            "top_changes": list(top_change.astype(np.float32)),
-            "top_concepts": [concept_of[units].tolist() for units in order],
-        }
-    )
-    return pd.concat([table, image_changes.reset_index(drop=True)], axis=1)
-
-
-def change_scale(unit_std: np.ndarray) -> np.ndarray:
-    """Per-unit divisor for activation changes: the unit's std, floored at a fraction of the median std.
-
-    Units that barely vary over the data (dead or nearly constant) would otherwise rank first
-    for any tiny change.
-    """
-    active = unit_std[unit_std > 0]
-    floor = STD_FLOOR_FRACTION * float(np.median(active)) if active.size else 1.0
-    return np.maximum(unit_std, floor)
-
-
-def _top_concepts(unit_summary: pd.DataFrame, num_units: int) -> np.ndarray:
-    """Each unit's top measure ("" when it has none) as an object array indexed by unit."""
-    missing = [c for c in ("unit", "top_measure") if c not in unit_summary.columns]
-    if missing:
-        raise KeyError(f"unit summary: column {missing[0]!r} is missing")
-    concepts = np.full(num_units, "", dtype=object)
-    known = unit_summary.dropna(subset=["top_measure"])
-    known = known[(known["unit"] >= 0) & (known["unit"] < num_units)]
-    concepts[known["unit"].to_numpy(dtype=np.int64)] = known["top_measure"].astype(str).to_numpy()
-    return concepts
-
-
-def write_panel(path: str | Path, original: np.ndarray, counterfactual: np.ndarray, rows: int = PANEL_ROWS) -> None:
-    """A PNG with one row per sample: original, counterfactual, difference."""
-    shown = slice(0, min(rows, len(original)))
-    triples = np.stack(
-        [original[shown], counterfactual[shown], difference_image(original[shown], counterfactual[shown])], axis=1
-    )
-    with atomic_path(path) as tmp:
-        Image.fromarray(tile(triples)).save(tmp, format="PNG")
-
-
-def summarise_pairs(
-    table_paths: Sequence[str | Path],
-    unit_summary_path: str | Path,
-    summary_table_path: str | Path,
-    summary_json_path: str | Path,
-    *,
-    n_boot: int,
-    seed: int,
-) -> None:
-    """Aggregate every pair's table over its successful samples.
-
-    ``summary.json`` holds, per pair, the success rate, the rate of flips whose latent is in
-    the generator's domain, the median steps, shift size and latent distance, and the mean
-    final target probability; and both rates over all pairs. ``summary.parquet``
-    has one row per (pair, measure): the measured image change (mean, bootstrap 95% CI,
-    standardised effect, and the fraction of samples that change in the mean's direction),
-    and how the shift acts on units labelled with that measure (their share of the top
-    changed units, and the mean direction in which they push the measure: +1 all up, -1
-    all down). Rows within a pair are ordered by decreasing |effect|.
-    """
-    effects = read_parquet(unit_summary_path)
-    pairs, rows = [], []
-    for path in table_paths:
-        metadata = pq.read_schema(path).metadata or {}
-        origin, target = (int(json.loads(metadata[key])) for key in (b"origin", b"target"))
-        table = read_parquet(path)
-        flipped = table[table["success"]]
-        pairs.append(
-            {
-                "origin": origin,
-                "target": target,
-                "n": len(table),
-                "n_success": len(flipped),
-                "n_success_in_domain": int(flipped["in_domain"].sum()),
-                "success_rate": float(table["success"].mean()),
-                "success_in_domain_rate": float((table["success"] & table["in_domain"]).mean()),
-                "median_steps": float(table["steps"].median()),
-                "median_shift_l2": float(table["shift_l2"].median()),
-                "median_latent_distance": float(table["latent_distance"].median()),
-                "latent_domain_radius": float(json.loads(metadata[b"latent_domain_radius"])),
-                "mean_prob_target": float(table["prob_target"].mean()),
-            }
-        )
-        rows.append(concept_movement(flipped, effects, n_boot=n_boot, seed=seed).assign(origin=origin, target=target))
-    total = sum(p["n"] for p in pairs)
-
-    def overall(count: str) -> float | None:
-        return sum(p[count] for p in pairs) / total if total else None
-
-    write_json(
-        summary_json_path,
-        {
-            "pairs": pairs,
-            "success_rate": overall("n_success"),
-            "success_in_domain_rate": overall("n_success_in_domain"),
-        },
-    )
-    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["origin", "target", "measure"])
-    leading = ["origin", "target", "measure"]
-    write_parquet(summary_table_path, frame[leading + [c for c in frame.columns if c not in leading]])
-
-
-def concept_movement(flipped: pd.DataFrame, unit_summary: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
-    """Per measure, how the successful counterfactuals of one pair move it (see summarise_pairs)."""
-    measures = tested_measures(flipped.columns)
-    frame = pd.DataFrame({"measure": measures, "n_success": len(flipped)})
-    if flipped.empty:
-        columns = ("image_change", "image_ci_low", "image_ci_high", "image_effect", "consistency", "unit_direction")
-        return frame.assign(**dict.fromkeys(columns, np.nan), unit_share=0.0)
-
-    changes = flipped[measures].to_numpy(dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN measures and single samples give NaN
-        mean = np.nanmean(changes, axis=0)
-        frame["image_change"] = mean
-        frame["image_ci_low"], frame["image_ci_high"] = bootstrap_mean_ci(changes, n_boot=n_boot, seed=seed)
-        frame["image_effect"] = mean / np.nanstd(changes, axis=0, ddof=1)
-        frame["consistency"] = np.mean(np.sign(changes) == np.sign(mean), axis=0)
-
-    slots = pd.DataFrame(
-        {
-            "unit": np.concatenate(flipped["top_units"].to_numpy()),
-            "change": np.concatenate(flipped["top_changes"].to_numpy()),
-            "measure": np.concatenate(flipped["top_concepts"].to_numpy()),
-        }
-    )
-    top_effect = unit_summary.set_index("unit")["top_effect"].reindex(slots["unit"]).to_numpy()
-    slots["direction"] = np.sign(slots["change"].to_numpy()) * np.sign(top_effect)
-    labelled = slots.groupby("measure")["direction"].agg(["size", "mean"]).reindex(measures)
-    frame["unit_share"] = labelled["size"].fillna(0).to_numpy() / len(slots)
-    frame["unit_direction"] = labelled["mean"].to_numpy()
-    return frame.sort_values("image_effect", key=np.abs, ascending=False, na_position="last", kind="stable")
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray, *, n_boot: int, seed: int, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of the column means of ``values [N, M]``, NaNs ignored."""
-    n, m = values.shape
-    if n < 2:
-        return np.full(m, np.nan), np.full(m, np.nan)
-    resamples = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(values[resamples], axis=1)  # [n_boot, M]
-        low, high = np.nanquantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return low, high

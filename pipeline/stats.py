@@ -507,3 +507,18 @@ def _bootstrap_effect_ci(
                 warnings.simplefilter("ignore", RuntimeWarning)
                 low[block], high[block] = np.nanpercentile(boot_effect, tails, axis=2)
     return low, high
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, *, n_boot: int, seed: int, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap CI of the column means of ``values [N, M]`` over rows, NaNs ignored."""
+    n, m = values.shape
+    if n < 2:
+        return np.full(m, np.nan), np.full(m, np.nan)
+    resamples = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(values[resamples], axis=1)  # [n_boot, M]
+        low, high = np.nanquantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return low, high

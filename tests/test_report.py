@@ -15,11 +15,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.counterfactual import counterfactual_pair, summarise_pairs
 from pipeline.reporting import build_report
 from pipeline.reporting.pages import fmt
 from pipeline.reporting.site import CO_CHANGING_UNITS, rank_units, slug, top_units_for
 from pipeline.reporting.svg import SELECTIVE_COLOUR, effect_bars
+from pipeline.stages.counterfactuals import counterfactual_pair, summarise_pairs
 from pipeline.store import read_json, read_parquet, write_json
 
 PAIRS = ((0, 1), (1, 0))
@@ -73,23 +73,25 @@ def add_counterfactuals(run: Path, config: dict) -> None:
             device="cpu",
             origin=origin,
             target=target,
+            method="mahalanobis",
+            search={"max_distance": 20.0, "bisection_steps": 3},
             samples=3,
-            max_steps=6,
-            lr=0.5,
-            w_origin=0.6,
-            w_cos=10.0,
-            check_every=3,
-            optimizer="sgd",
             top_units=3,
             batch_size=8,
         )
     summarise_pairs(
         [folder / f"{o}-{t}.parquet" for o, t in PAIRS],
+        [folder / f"{o}-{t}.zarr" for o, t in PAIRS],
+        {},
         run / "concepts/unit_summary.parquet",
         folder / "summary.parquet",
+        folder / "summary_units.parquet",
         folder / "summary.json",
         n_boot=50,
         seed=0,
+        top_measures=3,
+        top_units=3,
+        world=None,
     )
 
 

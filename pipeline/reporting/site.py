@@ -26,11 +26,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.counterfactual import difference_image
 from pipeline.reporting import figures, pages, svg
 from pipeline.reporting.pages import Raw, badge, facts, fmt, image, link, table
 from pipeline.reporting.strips import UnitSweep, strip_samples, thumbnail, unit_sweeps
-from pipeline.stages.common import load_models, prepare_device
+from pipeline.stages.common import difference_image, load_models, prepare_device
 from pipeline.stages.link import load_link
 from pipeline.stages.units import probe_rows
 from pipeline.stats import selective_counts
@@ -475,25 +474,31 @@ def counterfactual_page(site: Path, run: Path, context: _Context, examples: int)
         return pages.layout("Counterfactuals", body, root="", active="counterfactuals.html")
     summary = read_json(folder / "summary.json")
     movement = read_parquet(folder / "summary.parquet")
+    carriers = read_parquet(folder / "summary_units.parquet")
     names = context.names
+    method = summary["method"]
     body = [
         "<h1>Counterfactuals</h1>",
-        "<p class='note'>For held-out samples of the origin class, an activation shift is optimised until the "
-        "re-rendered image is classified as the target class, while the linked latent stays close. "
-        f"Over all pairs, {summary['success_rate']:.0%} of the samples flipped, and "
-        f"{summary['success_in_domain_rate']:.0%} flipped with a latent in the generator's domain: no farther "
-        "from the training latents' mean, in their standard deviations, than 99% of them. A flip outside it is "
-        "a render the generator was never trained to make, which the classifier may call anything.</p>",
+        f"<p class='note'>For held-out samples of the origin class, the <em>{pages.cell_html(method)}</em> search "
+        f"({COUNTERFACTUAL_METHODS.get(method, method)}) looks for a shift of the sample's activations whose "
+        "render the classifier calls the target class. A flip is judged on the re-encoded render. It counts as in "
+        "the generator's domain when its latent is no farther from the training latents' mean, in their standard "
+        "deviations, than 99% of them: a flip outside it is a render the generator was never trained to make, "
+        "which the classifier may call anything.</p>",
+        "<h2>Methods side by side</h2>",
+        method_comparison_table(summary["methods"]),
+        f"<h2>{pages.cell_html(method)}: per pair</h2>",
         table(
             [
                 "origin → target",
                 "samples",
-                "success rate",
-                "in domain",
+                "flipped",
+                "flipped in domain",
                 "median steps",
-                "median shift (L2)",
+                "median shift (Mahalanobis)",
                 "median latent distance (domain)",
                 "mean p(target)",
+                "ground truth",
             ],
             (
                 (
@@ -502,52 +507,121 @@ def counterfactual_page(site: Path, run: Path, context: _Context, examples: int)
                     f"{p['success_rate']:.0%}",
                     f"{p['success_in_domain_rate']:.0%}",
                     p["median_steps"],
-                    p["median_shift_l2"],
+                    p["median_shift_mahalanobis"],
                     f"{p['median_latent_distance']:.1f} ({p['latent_domain_radius']:.1f})",
                     p["mean_prob_target"],
+                    None if p["ground_truth_share"] is None else f"{p['ground_truth_share']:.0%}",
                 )
                 for p in summary["pairs"]
             ),
-            numeric=(False, True, True, True, True, True, True, True),
+            numeric=(False, True, True, True, True, True, True, True, True),
         ),
+        f"<p class='note'>Ground truth: {pages.cell_html(summary['ground_truth'])}. Where a world has a manifest of "
+        "the factors that separate its classes, the column gives the share of the moved measures (below) that "
+        "read such a factor and move toward the target's values.</p>",
     ]
     for pair in summary["pairs"]:
         origin, target = pair["origin"], pair["target"]
         body.append(
             f"<h2 id='pair-{origin}-{target}'>{pages.cell_html(names(origin))} → {pages.cell_html(names(target))}</h2>"
         )
-        moved = movement[(movement["origin"] == origin) & (movement["target"] == target)]
-        body.append(concept_movement_table(moved.head(CONCEPT_MOVEMENT_ROWS), context))
+        in_pair = (movement["origin"] == origin) & (movement["target"] == target)
+        body.append("<h3>Measures that change</h3>")
+        body.append(concept_movement_table(movement[in_pair].head(CONCEPT_MOVEMENT_ROWS), context))
+        body.append("<h3>Units that carry the shift</h3>")
+        body.append(
+            shift_units_table(carriers[(carriers["origin"] == origin) & (carriers["target"] == target)], context)
+        )
         body.append(counterfactual_gallery(site, folder, origin, target, examples, context))
     return pages.layout("Counterfactuals", "".join(body), root="", active="counterfactuals.html")
+
+
+COUNTERFACTUAL_METHODS = {
+    "mahalanobis": "the smallest shift under a Gaussian prior of the training activations, its length found by "
+    "rendering and re-encoding",
+    "paper": "the paper's gradient search on the head's logits with a latent cosine term",
+}
+
+
+def method_comparison_table(methods: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        (
+            m["method"],
+            m["n"],
+            None if m["success_rate"] is None else f"{m['success_rate']:.0%}",
+            None if m["success_in_domain_rate"] is None else f"{m['success_in_domain_rate']:.0%}",
+            m["median_latent_distance"],
+            " · ".join(
+                f"{p['origin']}→{p['target']} {p['success_in_domain_rate']:.0%}, {p['median_latent_distance']:.1f}"
+                for p in m["pairs"]
+            ),
+        )
+        for m in methods
+    ]
+    note = (
+        "<p class='note'>Every method searched the same samples. <em>Flipped</em>: the re-encoded render is "
+        "classified as the target; <em>in domain</em>: flipped with the latent in the generator's domain; the "
+        "median latent distance is in the training latents' standard deviations, over all samples.</p>"
+    )
+    return note + table(
+        [
+            "method",
+            "samples",
+            "flipped",
+            "flipped in domain",
+            "median latent distance",
+            "per pair: in domain, distance",
+        ],
+        rows,
+        numeric=(False, True, True, True, True, False),
+    )
 
 
 def concept_movement_table(moved: pd.DataFrame, context: _Context) -> str:
     if moved.empty or moved["n_success"].iloc[0] == 0:
         return "<p class='note'>No sample flipped, so no concept is attributed.</p>"
     galleries = set(context.concepts["measure"])
+    with_truth = moved["expected_sign"].notna().any()
     rows = [
         (
             link(f"measures/{slug(r.measure)}.html", r.measure) if r.measure in galleries else r.measure,
             f"{fmt(r.image_change)} [{fmt(r.image_ci_low)}, {fmt(r.image_ci_high)}]",
             r.image_effect,
+            badge("moved", "yes") if r.moved else "",
             f"{r.consistency:.0%}" if np.isfinite(r.consistency) else None,
             f"{r.unit_share:.0%}",
             r.unit_direction,
+            *([None if np.isnan(r.toward_target) else ("toward" if r.toward_target else "away")] if with_truth else []),
         )
         for r in moved.itertuples(index=False)
     ]
     note = (
         "<p class='note'>What changes from the original to the counterfactual, over the successful samples: the "
-        "mean change of each image measure with its bootstrap 95% CI, the standardised effect, and the share of "
-        "samples changing in that direction. <em>Unit share</em> is the share of the most-changed units whose "
-        "top concept is the measure; <em>unit direction</em> is +1 when they all push the measure up.</p>"
+        "mean change of each image measure with its bootstrap 95% CI over samples, the standardised effect (mean "
+        "over standard deviation), and the share of samples changing in that direction. <em>Moved</em>: among the "
+        "largest |effect| of the measures whose CI excludes 0. <em>Unit share</em> is the share of the "
+        "most-shifted units whose top concept is the measure; <em>unit direction</em> is +1 when they all push "
+        "the measure up.</p>"
     )
-    return note + table(
-        ["measure", "change [95% CI]", "effect", "consistent", "unit share", "unit direction"],
-        rows,
-        numeric=(False, True, True, True, True, True),
+    header = ["measure", "change [95% CI]", "effect", "moved", "consistent", "unit share", "unit direction"]
+    header += ["vs. the target's factors"] if with_truth else []
+    return note + table(header, rows, numeric=(False, True, True, False, True, True, True, False)[: len(header)])
+
+
+def shift_units_table(carriers: pd.DataFrame, context: _Context) -> str:
+    if carriers.empty:
+        return "<p class='note'>No sample flipped, so no unit is attributed.</p>"
+    rows = [
+        (context.unit_link(int(r.unit), ""), f"{r.mean_share:.1%}", r.n_top, r.top_measure or "–")
+        for r in carriers.itertuples(index=False)
+    ]
+    note = (
+        "<p class='note'>Each unit's share of the squared shift (measured per unit in standard deviations over "
+        "the accepted samples), averaged over the successful samples, and in how many of them it is among the "
+        "most-shifted units.</p>"
     )
+    header = ["unit", "mean share", "samples with it on top", "top concept"]
+    return note + table(header, rows, numeric=(False, True, True, False))
 
 
 def counterfactual_gallery(site: Path, folder: Path, origin: int, target: int, examples: int, context: _Context) -> str:
@@ -563,8 +637,8 @@ def counterfactual_gallery(site: Path, folder: Path, origin: int, target: int, e
         name = f"{origin}-{target}-{k}.png"
         (site / "img/counterfactuals" / name).write_bytes(triple.png)
         top = ", ".join(
-            f"{context.unit_link(int(u), '')} ({fmt(float(c))}{' · ' + pages.cell_html(t) if t else ''})"
-            for u, c, t in zip(row.top_units, row.top_changes, row.top_concepts, strict=True)
+            f"{context.unit_link(int(u), '')} ({share:.1%}, {fmt(float(c))}{' · ' + pages.cell_html(t) if t else ''})"
+            for u, share, c, t in zip(row.top_units, row.top_shares, row.top_changes, row.top_concepts, strict=True)
         )
         outcome = badge("flipped", "yes") if row.success else badge("not flipped", "no")
         domain = "" if row.in_domain else " " + badge("latent outside the domain", "no")
@@ -576,9 +650,9 @@ def counterfactual_gallery(site: Path, folder: Path, origin: int, target: int, e
             f"<div class='muted'>original · counterfactual · difference</div>"
             f"<div>p({pages.cell_html(names(origin))}) {_change(row.start_prob_origin, row.prob_origin)}, "
             f"p({pages.cell_html(names(target))}) {_change(row.start_prob_target, row.prob_target)}</div>"
-            f"<div>{row.steps} steps, shift L2 {fmt(float(row.shift_l2))}, "
-            f"latent distance {fmt(float(row.latent_distance))}</div>"
-            f"<div>most changed units (std): {top}</div>"
+            f"<div>{row.steps} steps, shift L2 {fmt(float(row.shift_l2))}, Mahalanobis "
+            f"{fmt(float(row.shift_mahalanobis))}, latent distance {fmt(float(row.latent_distance))}</div>"
+            f"<div>units carrying the shift (share, change in std): {top}</div>"
             "</div>"
         )
     return f"<div class='cards'>{''.join(cards)}</div>"

@@ -272,3 +272,9 @@ def tile(images: np.ndarray, gap: int = 2, fill: int = 255) -> np.ndarray:
     padded = np.pad(images, ((0, 0), (0, 0), (0, gap), (0, gap), (0, 0)), constant_values=fill)
     canvas = padded.transpose(0, 2, 1, 3, 4).reshape(rows * (height + gap), cols * (width + gap), 3)
     return np.ascontiguousarray(canvas[: rows * (height + gap) - gap, : cols * (width + gap) - gap])
+
+
+def difference_image(original: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """Signed difference of uint8 images as uint8, mid-grey where nothing changed: 128 + (changed - original) / 2."""
+    delta = changed.astype(np.int16) - original.astype(np.int16)
+    return np.clip(128 + delta // 2, 0, 255).astype(np.uint8)

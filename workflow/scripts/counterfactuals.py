@@ -1,5 +1,5 @@
-from pipeline.counterfactual import counterfactual_pair
 from pipeline.stages.common import run_stage
+from pipeline.stages.counterfactuals import counterfactual_pair
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
 run_stage(
