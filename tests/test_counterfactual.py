@@ -540,22 +540,20 @@ def test_the_rules_search_both_methods_and_rerun_only_what_a_setting_touches(fin
     assert scheduled("counterfactuals={'top_measures': 2}") == ["counterfactual_summary"]
 
 
-def test_a_segmenter_adds_its_parts_to_the_measured_changes():
-    from pipeline.measures import Segmenter
+def test_part_label_maps_give_the_measured_changes_their_parts():
     from tests.tiny_models import tiny_classifier
-
-    def left_half(images: torch.Tensor) -> torch.Tensor:
-        labels = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.long)
-        labels[..., : images.shape[-1] // 2] = 1
-        return labels
 
     rng = np.random.default_rng(0)
     original = rng.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
     brighter_left = original.copy()
     brighter_left[:, :, :16] = np.minimum(original[:, :, :16].astype(int) + 60, 255).astype(np.uint8)
+    labels = np.ones((3, 2, 32, 32), dtype=np.uint8)  # left half part 1, right half part 2
+    labels[..., 16:] = 2
     changes = pair_measure_changes(
         tiny_classifier(), original, brighter_left, np.zeros(3, int), np.zeros(3, int), torch.device("cpu"),
-        segmenter=Segmenter(left_half, ["left"], "test segmenter"),
+        labels=labels, part_names=["left", "right"],
     )  # fmt: skip
-    assert "part:left.luminance" in changes.columns and len(changes) == 3
+    assert {"part:left.luminance", "part:right.luminance"} <= set(changes.columns) and len(changes) == 3
     assert (changes["part:left.luminance"] > 0).all()
+    np.testing.assert_allclose(changes["part:right.luminance"], 0, atol=1e-6)
+    np.testing.assert_allclose(changes["object.area"], 0, atol=1e-6)

@@ -270,12 +270,11 @@ def test_workflow_measures_parts_of_stylegan_renders_and_stops_on_bad_labels(tmp
         "generator": stylegan,
         "samples": {**TINY_CONFIG["samples"], "require_correct": False},
         "segmentation": {**SETTINGS, "labels": "labels", "parts": ["middle", "bright"], "held_out": 16},
+        "counterfactuals": {"pairs": [[0, 1]], "samples": 2, "compare": []},
     }
     write_config(project, config)
-    run_snakemake(
-        project,
-        *(f"results/tiny/{name}" for name in ("tables/activation_changes.parquet", "tables/null_controls.parquet")),
-    )
+    tables = ("tables/activation_changes.parquet", "tables/null_controls.parquet", "counterfactuals/0-1.parquet")
+    run_snakemake(project, *(f"results/tiny/{name}" for name in tables))
     results = results_dir(project)
     metrics = json.loads((results / "segmentation/metrics.json").read_text())
     assert (metrics["train"], metrics["held_out"]) == (8, 16)
@@ -283,6 +282,8 @@ def test_workflow_measures_parts_of_stylegan_renders_and_stops_on_bad_labels(tmp
 
     changes = pd.read_parquet(results / "tables/activation_changes.parquet")
     nulls = pd.read_parquet(results / "tables/null_controls.parquet")
+    counterfactuals = pd.read_parquet(results / "counterfactuals/0-1.parquet")
+    assert {"part:middle.area", "part:bright.luminance"} <= set(counterfactuals.columns)
     for table in (changes, nulls):
         assert {"part:middle.area", "part:bright.dx", "part:bright.major"} <= set(table.columns)
         union = table["part:middle.area"] + table["part:bright.area"]

@@ -45,15 +45,15 @@ from pipeline.counterfactual import (
 )
 from pipeline.measures import (
     MAGNITUDE_QUANTITIES,
-    Segmenter,
     measure_changes,
     measure_sweeps,
     object_masks,
     quantity_of,
+    regions_from_labels,
     tested_measures,
 )
 from pipeline.models.protocols import Classifier
-from pipeline.stages.common import difference_image, load_models, prepare_device, tile
+from pipeline.stages.common import difference_image, load_models, open_segmenter, prepare_device, synthesize, tile
 from pipeline.stages.link import load_link
 from pipeline.stats import bootstrap_mean_ci
 from pipeline.store import atomic_path, read_parquet, read_zarr, write_json, write_parquet, write_zarr
@@ -81,6 +81,7 @@ def counterfactual_pair(
     origin: int,
     target: int,
     method: str,
+    segmentation_path: str | Path | None = None,
     search: Mapping[str, Any],
     samples: int,
     top_units: int,
@@ -93,7 +94,9 @@ def counterfactual_pair(
     see :func:`pair_table`), ``.zarr`` (original, counterfactual and difference images uint8
     [N, H, W, 3], the shift [N, U], each unit's share of the squared standardised shift
     [N, U], success [N] and sample [N]) and a PNG panel of the first samples (original |
-    counterfactual | difference per row).
+    counterfactual | difference per row). With ``segmentation_path`` (a trained
+    ``segmentation/model.pt``) the regions of the measured changes are its parts, as in the
+    sweeps' tables; otherwise the classifier's saliency marks the object.
     """
     if method not in METHODS:
         raise ValueError(f"counterfactuals.method: expected one of {METHODS}, got {method!r}")
@@ -121,11 +124,25 @@ def counterfactual_pair(
         "counterfactuals %d -> %d by %s: %d of %d flipped", origin, target, method, result.success.sum(), len(rows)
     )
 
-    image_changes = pair_measure_changes(
-        clf, result.original, result.counterfactual, np.full(len(rows), origin), result.predicted, torch_device
-    )
     with torch.no_grad():
         rendered = link(torch.from_numpy(result.r_counterfactual).to(torch_device)).cpu().numpy()
+    labels, part_names = None, ()
+    segmenter = open_segmenter(gen, segmentation_path, torch_device)
+    if segmenter is not None:
+        with segmenter, torch.no_grad():
+            latents = torch.stack([link(r).cpu(), torch.from_numpy(rendered)], dim=1)  # [N, 2, w_dim]
+            labels = pair_label_maps(gen, segmenter, latents, batch_size, torch_device)
+        part_names = segmenter.part_names
+    image_changes = pair_measure_changes(
+        clf,
+        result.original,
+        result.counterfactual,
+        np.full(len(rows), origin),
+        result.predicted,
+        torch_device,
+        labels=labels,
+        part_names=part_names,
+    )
     shares = unit_shares(result.shift, unit_scale)
     table = pair_table(result, rows, shares, unit_scale, read_parquet(unit_summary_path), image_changes, top_units)
     position = table.columns.get_loc("shift_l2") + 1
@@ -164,29 +181,48 @@ def pair_measure_changes(
     original_classes: np.ndarray,
     counterfactual_classes: np.ndarray,
     device: torch.device,
-    segmenter: Segmenter | None = None,
+    labels: np.ndarray | None = None,
+    part_names: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Image-measure changes from each original (uint8 [N, H, W, 3]) to its counterfactual, one row per sample.
 
-    Each image's object region is the one its own class marks: the origin's in the original,
-    the predicted class's in the counterfactual. With a ``segmenter``, its parts add their
-    ``part:<name>`` measures.
+    With part label maps ``labels`` (uint8 [N, 2, H, W]: original, counterfactual; 0 the
+    background, k part ``part_names[k - 1]``) the object is the union of the parts and each
+    part adds its ``part:<name>`` measures. Without them each image's object region is the
+    one its own class marks in the classifier's saliency: the origin's in the original, the
+    predicted class's in the counterfactual.
     """
     pairs = np.stack([original, counterfactual], axis=1)  # [N, 2, H, W, 3]
     n, _, height, width, _ = pairs.shape
-    images = torch.from_numpy(pairs.reshape(n * 2, height, width, 3)).to(device).permute(0, 3, 1, 2).float() / 255
-    classes = torch.from_numpy(np.stack([original_classes, counterfactual_classes], axis=1).reshape(-1)).to(device)
-    masks = object_masks(classifier, images, classes.long()).cpu().numpy().reshape(n, 2, height, width)
-    parts = None
-    if segmenter is not None:
-        parts = {
-            name: mask.cpu().numpy().reshape(n, 2, height, width) for name, mask in segmenter.part_masks(images).items()
-        }
+    if labels is not None:
+        masks, parts = regions_from_labels(labels, part_names)
+    else:
+        images = torch.from_numpy(pairs.reshape(n * 2, height, width, 3)).to(device).permute(0, 3, 1, 2).float() / 255
+        classes = torch.from_numpy(np.stack([original_classes, counterfactual_classes], axis=1).reshape(-1)).to(device)
+        masks = object_masks(classifier, images, classes.long()).cpu().numpy().reshape(n, 2, height, width)
+        parts = None
     measured = measure_sweeps(pairs, masks, parts)
     measured.insert(0, "sample", np.repeat(np.arange(n), 2))
     measured.insert(1, "step", np.tile([0, 1], n))
     changes = measure_changes(measured, tested_measures(measured.columns), by=("sample",))
     return changes.drop(columns="sample")
+
+
+def pair_label_maps(
+    generator: Any, segmenter: Any, latents: torch.Tensor, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Part label maps uint8 ``[N, 2, H, W]`` of the renders of ``latents [N, 2, w_dim]``.
+
+    The segmenter reads the generator's features, so the pair is synthesised once more: the
+    same latents give the same renders the search measured.
+    """
+    flat = latents.reshape(-1, latents.shape[-1])
+    maps = []
+    for start in range(0, len(flat), batch_size):
+        images = synthesize(generator, flat[start : start + batch_size].to(device))
+        maps.append(segmenter.label_maps(images.shape[-2:]).cpu().numpy())
+    joined = np.concatenate(maps)
+    return joined.reshape(len(latents), 2, *joined.shape[-2:])
 
 
 def change_scale(unit_std: np.ndarray) -> np.ndarray:

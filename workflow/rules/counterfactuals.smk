@@ -23,7 +23,7 @@ COUNTERFACTUAL_OUTPUTS = (
     if COUNTERFACTUAL_PAIRS
     else []
 )
-COUNTERFACTUAL_CODE = ("counterfactual", "stages.counterfactuals", "stages.link", "measures", "stats", *MODEL_CODE)
+COUNTERFACTUAL_CODE = ("counterfactual", "stages.counterfactuals", "stages.link", "stats", *REGION_CODE, *MODEL_CODE)
 
 
 # What a search of each method depends on: its own settings and the per-sample ones, not the
@@ -50,6 +50,7 @@ rule counterfactuals:
         activations=f"{RESULTS}/activations.zarr",
         link=f"{RESULTS}/link/model.pt",
         unit_summary=f"{RESULTS}/concepts/unit_summary.parquet",
+        **segmentation_input(),
     output:
         table=f"{RESULTS}/counterfactuals/{{origin}}-{{target}}.parquet",
         images=directory(f"{RESULTS}/counterfactuals/{{origin}}-{{target}}.zarr"),
@@ -82,6 +83,7 @@ rule counterfactual_comparison:
         activations=f"{RESULTS}/activations.zarr",
         link=f"{RESULTS}/link/model.pt",
         unit_summary=f"{RESULTS}/concepts/unit_summary.parquet",
+        **segmentation_input(),
     output:
         table=f"{RESULTS}/counterfactuals/compare/{{method}}/{{origin}}-{{target}}.parquet",
         images=directory(f"{RESULTS}/counterfactuals/compare/{{method}}/{{origin}}-{{target}}.zarr"),

@@ -18,5 +18,6 @@ run_stage(
     device=job.params.device,
     origin=int(job.wildcards.origin),
     target=int(job.wildcards.target),
+    segmentation_path=job.input.get("segmentation"),
     **job.params.counterfactuals,
 )
