@@ -1,9 +1,19 @@
 import functools
+import sys
 
-from pipeline.models import load_classifier, spec_weights_sha256
+from pipeline.locks import clear_stale_lock
+from pipeline.models import load_classifier, load_generator, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
-from pipeline.stages.config import ConfigError, chunk_units, select_units
+from pipeline.stages.config import (
+    ConfigError,
+    check_classes,
+    check_pairs,
+    check_writable,
+    chunk_units,
+    select_units,
+)
+from pipeline.store import ArtifactError, discard_damaged
 
 RESULTS = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
@@ -34,6 +44,36 @@ def stage_code(*modules):
 @functools.cache
 def classifier_units():
     return load_classifier(config["classifier"]).num_units
+
+
+@functools.cache
+def model_class_counts():
+    """Classes per model: the classifier's head (None without one) and the generator's labels."""
+    return {
+        "classifier": load_classifier(config["classifier"]).num_classes,
+        "generator": load_generator(config["generator"]).c_dim,
+    }
+
+
+def check_before_jobs():
+    """What can be known wrong before any job runs, each as one line (ConfigError, ArtifactError).
+
+    Also clears a lock left by a killed run and removes damaged artifacts, so that this run
+    stops once, naming them, and the next one rebuilds them.
+    """
+    for folder in (RESULTS, LOGS):
+        check_writable(folder)
+    counts = model_class_counts()
+    check_classes(config["classes"], counts)
+    check_pairs(config["counterfactuals"]["pairs"], config["classes"], counts["classifier"])
+    unit_chunks()
+    if workflow.is_main_process:
+        note = clear_stale_lock(".snakemake")
+        if note:
+            print(note, file=sys.stderr)
+        damaged = discard_damaged(RESULTS)
+        if damaged:
+            raise ArtifactError("\n".join(damaged))
 
 
 def selected_units():
