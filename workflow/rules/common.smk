@@ -47,10 +47,12 @@ def classifier_units():
 
 
 @functools.cache
-def model_class_counts():
-    """Classes per model: the classifier's head (None without one) and the generator's labels."""
+def model_class_sizes():
+    """The classifier's classes and whether it has a head, and the generator's classes."""
+    classifier = load_classifier(config["classifier"])
     return {
-        "classifier": load_classifier(config["classifier"]).num_classes,
+        "classifier": classifier.num_classes,
+        "classifier_head": classifier.head is not None,
         "generator": load_generator(config["generator"]).c_dim,
     }
 
@@ -63,9 +65,10 @@ def check_before_jobs():
     """
     for folder in (RESULTS, LOGS):
         check_writable(folder)
-    counts = model_class_counts()
-    check_classes(config["classes"], counts)
-    check_pairs(config["counterfactuals"]["pairs"], config["classes"], counts["classifier"])
+    sizes = model_class_sizes()
+    check_classes(config["classes"], {"classifier": sizes["classifier"], "generator": sizes["generator"]})
+    head_classes = sizes["classifier"] if sizes["classifier_head"] else None
+    check_pairs(config["counterfactuals"]["pairs"], config["classes"], head_classes)
     unit_chunks()
     if workflow.is_main_process:
         note = clear_stale_lock(".snakemake")

@@ -1,0 +1,275 @@
+"""Attacks on a run: damaged artifacts, configs that cannot work, a results folder that takes no files.
+
+Each attack runs the real workflow on the tiny config. It must stop with exit status != 0
+and one line that names the file or config key, print no traceback, and leave nothing that
+looks complete; after a damaged artifact, the next plain run must rebuild it and end with
+tables identical to an undamaged run's.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import workflow_harness as harness
+
+STYLEGAN_CODE = harness.REPO / "tests" / "stylegan_fixture" / "code"
+
+# A classifier read at a layer that feeds no head, importable in the copy as headless_models.
+HEADLESS_MODELS = '''
+from tests.tiny_models import tiny_classifier
+
+
+class Headless:
+    def __init__(self):
+        self.inner = tiny_classifier(image_size=32)
+        self.num_units = self.inner.num_units
+        self.num_classes = None
+        self.head = None
+
+    def features(self, x):
+        return self.inner.features(x)
+
+    def to(self, device):
+        self.inner.to(device)
+        return self
+
+
+def headless_classifier():
+    return Headless()
+'''
+
+def one_line_failure(result: subprocess.CompletedProcess[str], expected: str) -> str:
+    """The single line of a failed run's output that holds ``expected``; asserts the rest."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"the run did not fail:\n{output[-3000:]}"
+    lines = [line for line in output.splitlines() if expected in line]
+    assert lines, f"no line with {expected!r} in:\n{output[-4000:]}"
+    assert "Traceback" not in output and not any(line.lstrip().startswith('File "') for line in output.splitlines()), (
+        f"a traceback in:\n{output[-4000:]}"
+    )
+    return lines[0]
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    return harness.finished_project(tmp_path_factory.getbasetemp())
+
+
+def _chunk_files(store: Path, array: str) -> list[Path]:
+    return sorted(p for p in (store / array / "c").rglob("*") if p.is_file())
+
+
+def delete_zarr_chunk(results: Path) -> Path:
+    store = results / "activations.zarr"
+    _chunk_files(store, "r")[0].unlink()
+    return store
+
+
+def truncate_zarr_chunk(results: Path) -> Path:
+    store = results / "latents.zarr"
+    chunk = _chunk_files(store, "w")[0]
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+    return store
+
+
+def truncate_parquet(results: Path) -> Path:
+    table = results / "tables" / "chunk-0.parquet"
+    table.write_bytes(table.read_bytes()[:-64])
+    return table
+
+
+# (damage, whether to run again): a truncated chunk is found as a deleted one is, and rebuilding
+# latents.zarr is a whole run, so that attack stops at the first run.
+DAMAGE = {
+    "deleted Zarr chunk": (delete_zarr_chunk, True),
+    "truncated Zarr chunk": (truncate_zarr_chunk, False),
+    "truncated Parquet": (truncate_parquet, True),
+}
+
+
+@pytest.mark.parametrize("attack", list(DAMAGE))
+def test_a_damaged_artifact_stops_the_run_and_the_next_run_rebuilds_it(finished, tmp_path, attack):
+    damage, run_again = DAMAGE[attack]
+    project = harness.clone_project(finished, tmp_path / "damaged")
+    damaged = damage(harness.results_dir(project))
+    name = str(damaged.relative_to(project))
+
+    stopped = harness.run_snakemake(project, check=False, timeout=300)
+    line = one_line_failure(stopped, name)
+    assert "rebuilds it" in line
+    assert not damaged.exists(), "the damaged artifact still looks complete"
+
+    if run_again:
+        harness.run_snakemake(project)
+        assert harness.table_bytes(project) == harness.table_bytes(finished)
+
+
+def tiny_config(**changes) -> dict:
+    config = copy.deepcopy(harness.TINY_CONFIG)
+    for key, value in changes.items():
+        section, _, inner = key.partition("__")
+        if inner:
+            config[section] = {**config.get(section, {}), inner: value}
+        else:
+            config[key] = value
+    return config
+
+
+def write_dill_pickle(path: Path) -> Path:
+    """A network pickle that refers to dill, as StyleGAN-XL's do, for an environment without dill."""
+    dill = types.ModuleType("dill")
+    dill_internal = types.ModuleType("dill._dill")
+
+    def _load_type(name):
+        return getattr(types, name)
+
+    _load_type.__module__, _load_type.__qualname__ = "dill._dill", "_load_type"
+    dill_internal._load_type = _load_type
+    dill._dill = dill_internal
+
+    class Call:
+        def __init__(self, function, args):
+            self.function, self.args = function, args
+
+        def __call__(self, *args):
+            return self.function(*args)
+
+        def __reduce__(self):
+            return self.function, self.args
+
+    saved = {name: sys.modules.get(name) for name in ("dill", "dill._dill")}
+    sys.modules.update({"dill": dill, "dill._dill": dill_internal})
+    try:
+        path.write_bytes(pickle.dumps({"G_ema": Call(Call(_load_type, ("ModuleType",)), ("G",))}))
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return path
+
+
+CONFIG_ATTACKS = {
+    "class beyond the models": (tiny_config(classes=[0, 11]), "config key 'classes': class 11 is out of range"),
+    "unit beyond the layer": (tiny_config(units=[0, 99]), "config key 'units': unit 99 is out of range"),
+    "pair from a class the run lacks": (
+        tiny_config(counterfactuals__pairs=[[0, 1], [2, 3]]),
+        "config key 'counterfactuals.pairs': pair [2, 3] starts from class 2",
+    ),
+    "pairs without a head": (
+        tiny_config(
+            classifier={"kind": "python", "entrypoint": "headless_models:headless_classifier"},
+            counterfactuals__pairs=[[0, 1]],
+        ),
+        "config key 'counterfactuals.pairs': counterfactuals need a classifier with a head",
+    ),
+    "missing dill": pytest.param(
+        tiny_config(generator={"kind": "stylegan_pkl", "path": "dill.pkl", "code_dir": str(STYLEGAN_CODE)}),
+        "No module named 'dill'",
+        # torch imports dill at start-up wherever it is installed, so it cannot be hidden then.
+        marks=pytest.mark.skipif(importlib.util.find_spec("dill") is not None, reason="dill is installed"),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory) -> Path:
+    project = harness.copy_project(tmp_path_factory.mktemp("attacked") / "project")
+    (project / "headless_models.py").write_text(HEADLESS_MODELS)
+    write_dill_pickle(project / "dill.pkl")
+    return project
+
+
+def stopped_before_any_job(project: Path, config: dict, expected: str) -> str:
+    harness.write_config(project, config, name="attack.yaml")
+    result = harness.run_snakemake(project, config_name="attack.yaml", check=False, timeout=300)
+    line = one_line_failure(result, expected)
+    assert not files_under(project / "results"), "a job ran although the config could not work"
+    return line
+
+
+@pytest.mark.parametrize(("config", "expected"), list(CONFIG_ATTACKS.values()), ids=list(CONFIG_ATTACKS))
+def test_a_config_that_cannot_work_stops_before_any_job(attacked, config, expected):
+    line = stopped_before_any_job(attacked, config, expected)
+    if "dill" in expected:
+        assert "pip install -e '.[stylegan]'" in line
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_stops_before_any_job(attacked):
+    stopped_before_any_job(attacked, tiny_config(device="cuda"), "config key 'device': 'cuda' requested")
+
+
+def test_malformed_yaml_names_the_file_and_line(attacked):
+    bad = attacked / "broken.yaml"
+    bad.write_text("run: tiny\nclasses: [0, 1\nunits: all\n")
+    # Snakemake reads a --configfile itself and names neither file nor line, so `make run`
+    # checks the file first with this command.
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.config", str(bad)],
+        cwd=attacked,
+        env=harness.environment(attacked),
+        capture_output=True,
+        text=True,
+    )
+    one_line_failure(result, f"config file {bad}:3: not valid YAML")
+
+
+def test_a_malformed_default_config_names_the_file_and_line(tmp_path):
+    project = harness.copy_project(tmp_path / "project")
+    (project / "config").mkdir()
+    (project / "config" / "config.yaml").write_text("run: tiny\nclasses: [0, 1\nunits: all\n")
+    result = subprocess.run(
+        [harness.SNAKEMAKE, "--cores", "1", "--nocolor"],
+        cwd=project,
+        env=harness.environment(project),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    one_line_failure(result, "config file config/config.yaml:3: not valid YAML")
+
+
+def test_a_read_only_results_folder_stops_before_any_job(attacked):
+    results = attacked / "results"
+    results.mkdir(exist_ok=True)
+    # Root ignores permission bits; an immutable folder refuses it too.
+    as_root = os.geteuid() == 0
+    if as_root and not shutil.which("chattr"):
+        pytest.skip("running as root without chattr")
+    lock = ["chattr", "+i", str(results)] if as_root else ["chmod", "a-w", str(results)]
+    unlock = ["chattr", "-i", str(results)] if as_root else ["chmod", "u+w", str(results)]
+    if subprocess.run(lock, capture_output=True).returncode != 0:
+        pytest.skip("this file system cannot make a folder read-only for root")
+    try:
+        stopped_before_any_job(attacked, harness.TINY_CONFIG, "results: cannot write there")
+    finally:
+        subprocess.run(unlock, check=True)
+
+
+def test_a_users_config_replaces_the_default_instead_of_merging_into_it(tmp_path):
+    # The default's model specs and pairs (classes 2-4 of five) would break the tiny run if merged.
+    project = harness.copy_project(tmp_path / "with-default")
+    shutil.copytree(harness.REPO / "config", project / "config")
+    default = yaml.safe_load((project / "config" / "config.yaml").read_text())
+    assert default["counterfactuals"]["pairs"] and set(default["classes"]) - set(harness.TINY_CONFIG["classes"])
+    plain = harness.planned_jobs(project)
+    replaced = harness.planned_jobs(project, "--replace-workflow-config")
+    assert plain == replaced
+    assert not [job for job in plain if job.startswith("counterfactual")]
