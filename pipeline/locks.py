@@ -68,3 +68,8 @@ def clear_stale_lock(state: str | Path) -> str | None:
     for lock in locks:
         lock.unlink(missing_ok=True)
     return f"Removed the lock left by an earlier run (pid {pid}) that ended without releasing it."
+
+
+def is_locked(state: str | Path) -> bool:
+    """Whether a run holds (or a dead one left) Snakemake's lock in ``state``."""
+    return bool(_lock_files(Path(state)))

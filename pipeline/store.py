@@ -277,3 +277,20 @@ def damaged_artifacts(root: str | Path) -> list[tuple[Path, str]]:
 def discard_damaged(root: str | Path) -> list[str]:
     """Remove every damaged artifact under ``root``; one line for each, naming it."""
     return [str(_discard(path, problem)) for path, problem in damaged_artifacts(root)]
+
+
+def discard_temporaries(root: str | Path) -> int:
+    """Remove the temporary siblings that writes killed mid-way left under ``root``; how many.
+
+    Only safe while no other run writes there: the caller checks the folder's lock first.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    leftovers = [p for p in root.rglob(".*.tmp-*") if p.name.startswith(".")]
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return len(leftovers)

@@ -15,6 +15,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tests import workflow_harness as harness
 STYLEGAN_CODE = harness.REPO / "tests" / "stylegan_fixture" / "code"
 
 # A classifier read at a layer that feeds no head, importable in the copy as headless_models.
-HEADLESS_MODELS = '''
+HEADLESS_MODELS = """
 from tests.tiny_models import tiny_classifier
 
 
@@ -47,7 +48,8 @@ class Headless:
 
 def headless_classifier():
     return Headless()
-'''
+"""
+
 
 def one_line_failure(result: subprocess.CompletedProcess[str], expected: str) -> str:
     """The single line of a failed run's output that holds ``expected``; asserts the rest."""
@@ -273,3 +275,35 @@ def test_a_users_config_replaces_the_default_instead_of_merging_into_it(tmp_path
     replaced = harness.planned_jobs(project, "--replace-workflow-config")
     assert plain == replaced
     assert not [job for job in plain if job.startswith("counterfactual")]
+
+
+def test_a_lock_left_by_a_dead_run_is_cleared_and_a_live_ones_is_kept(tmp_path):
+    from pipeline.locks import OWNER_FILE, clear_stale_lock, is_locked, record_owner
+
+    state = tmp_path / ".snakemake"
+    (state / "locks").mkdir(parents=True)
+    (state / "locks" / "0.input.lock").write_text("results/tiny/latents.zarr\n")
+    assert "left no record" in clear_stale_lock(state) and is_locked(state)
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record_owner(state, pid=int(dead.stdout))
+    assert "Removed the lock" in clear_stale_lock(state)
+    assert not is_locked(state)
+
+    # A live process whose command line names snakemake, as a running workflow's does.
+    (state / "locks" / "0.output.lock").write_text("results/tiny/latents.zarr\n")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "snakemake"]) as live:
+        try:
+            # Popen may return before the child's exec has replaced its command line.
+            cmdline = Path(f"/proc/{live.pid}/cmdline")
+            while cmdline.exists() and b"snakemake" not in cmdline.read_bytes():
+                time.sleep(0.01)
+            record_owner(state, pid=live.pid)
+            assert (
+                clear_stale_lock(state)
+                == f"Another run (pid {live.pid}) is working in this folder; wait for it to end, or stop it."
+            )
+            assert is_locked(state)
+        finally:
+            live.kill()
+    assert (state / OWNER_FILE).exists()

@@ -177,3 +177,14 @@ def test_parquet_without_a_row_count_is_damaged(tmp_path):
     path = tmp_path / "foreign.parquet"
     pq.write_table(pa.table({"x": [1, 2]}), path)
     assert "row count" in store.parquet_damage(path)
+
+
+def test_temporaries_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    store.write_zarr(tmp_path / "latents.zarr", {"w": np.zeros(2)})
+    (tmp_path / "report").mkdir()
+    (tmp_path / ".report.tmp-1a2b3c4d").mkdir()
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / ".chunk-0.parquet.tmp-5e6f7a8b").write_bytes(b"half")
+    assert store.discard_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.parent == tmp_path) == ["latents.zarr", "report", "tables"]
+    assert not list((tmp_path / "tables").iterdir())

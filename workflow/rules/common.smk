@@ -1,7 +1,7 @@
 import functools
 import sys
 
-from pipeline.locks import clear_stale_lock
+from pipeline.locks import clear_stale_lock, is_locked
 from pipeline.models import load_classifier, load_generator, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
@@ -13,7 +13,7 @@ from pipeline.stages.config import (
     chunk_units,
     select_units,
 )
-from pipeline.store import ArtifactError, discard_damaged
+from pipeline.store import ArtifactError, discard_damaged, discard_temporaries
 
 RESULTS = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
@@ -38,7 +38,7 @@ def model_params(role):
 
 def stage_code(*modules):
     """The code version of a stage: its own modules plus the shared ones."""
-    return code_version(*modules, "store", "stages.common")
+    return code_version(*modules, "store", "stages.common", "stages.job")
 
 
 @functools.cache
@@ -60,8 +60,9 @@ def model_class_sizes():
 def check_before_jobs():
     """What can be known wrong before any job runs, each as one line (ConfigError, ArtifactError).
 
-    Also clears a lock left by a killed run and removes damaged artifacts, so that this run
-    stops once, naming them, and the next one rebuilds them.
+    Also clears a lock left by a killed run, removes the temporaries of its writes (while no
+    run holds the lock), and removes damaged artifacts, so that this run stops once, naming
+    them, and the next one rebuilds them.
     """
     for folder in (RESULTS, LOGS):
         check_writable(folder)
@@ -74,6 +75,8 @@ def check_before_jobs():
         note = clear_stale_lock(".snakemake")
         if note:
             print(note, file=sys.stderr)
+        if not is_locked(".snakemake"):
+            discard_temporaries(RESULTS)
         damaged = discard_damaged(RESULTS)
         if damaged:
             raise ArtifactError("\n".join(damaged))
