@@ -307,3 +307,58 @@ def test_a_lock_left_by_a_dead_run_is_cleared_and_a_live_ones_is_kept(tmp_path):
         finally:
             live.kill()
     assert (state / OWNER_FILE).exists()
+
+
+def test_a_link_that_predicts_nothing_is_refused_and_writes_nothing(tmp_path):
+    import numpy as np
+
+    from pipeline.stages.link import fit_link
+    from pipeline.store import write_zarr
+
+    rng = np.random.default_rng(0)
+    n = 60
+    split = np.array(["train"] * 40 + ["test"] * 20)
+    # Activations of pure noise: nothing in them says anything about w.
+    write_zarr(
+        tmp_path / "latents.zarr",
+        {"w": rng.normal(size=(n, 4)).astype(np.float32), "class": np.zeros(n, int), "split": split},
+    )
+    write_zarr(
+        tmp_path / "activations.zarr", {"r": rng.normal(size=(n, 30)).astype(np.float32), "accepted": np.ones(n, bool)}
+    )
+    outputs = [tmp_path / "link" / name for name in ("model.pt", "metrics.json", "units.parquet")]
+    with pytest.raises(ValueError, match=r"link: held-out R² of w is -?[0-9.e-]+, not above 0"):
+        fit_link(
+            tmp_path / "latents.zarr",
+            tmp_path / "activations.zarr",
+            *outputs,
+            classifier={},
+            generator={},
+            device="cpu",
+            alpha=0.001,
+            alphas=[],
+            folds=2,
+            seed=0,
+            mlp=False,
+            mlp_hidden=4,
+            mlp_epochs=1,
+            batch_size=8,
+        )
+    assert not any(path.exists() for path in outputs)
+
+
+def test_ctrl_c_in_a_job_is_one_line_not_a_traceback(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from pipeline.stages.job import run_stage\n"
+        "snakemake = object()  # what Snakemake's script directive injects\n"
+        "def sweep():\n"
+        "    raise KeyboardInterrupt\n"
+        "run_stage(sweep, log_path=None, threads=1)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=harness.environment(harness.REPO)
+    )
+    assert result.returncode == 130
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()][-1].endswith("sweep interrupted")

@@ -46,10 +46,6 @@ def find_concepts(
     concepts = unit_concepts(
         changes, nulls, selected, n_boot=n_boot, seed=seed, q=q, min_effect=min_effect, column_p=column_p
     )
-    if concepts.empty:
-        raise ValueError(
-            f"concepts: nothing to test: {changes_path} has {len(changes)} rows over {len(selected)} measures"
-        )
     summary = unit_summary(concepts, changes)
     log.info(
         "concepts: %d units x %d measures tested, %d selective pairs",

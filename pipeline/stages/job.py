@@ -29,6 +29,11 @@ def _use_threads(threads: int) -> None:
         set_threads(threads)
 
 
+def _in_workflow_job() -> bool:
+    """Whether this process is a job of Snakemake's script directive (it injects ``snakemake``)."""
+    return hasattr(sys.modules.get("__main__"), "snakemake")
+
+
 def run_stage(function: Callable[..., Any], *, log_path: str | Path | None, threads: int, **kwargs: Any) -> Any:
     """Run one stage function as a workflow job: log to ``log_path`` and stderr, use ``threads``.
 
@@ -56,6 +61,12 @@ def run_stage(function: Callable[..., Any], *, log_path: str | Path | None, thre
     except Exception as error:
         logging.getLogger(function.__module__).error("%s: %s", type(error).__name__, error)
         raise
+    except KeyboardInterrupt:
+        if not _in_workflow_job():
+            raise
+        # Ctrl-C reaches every job at once; each says so in one line, not a torch traceback.
+        logging.getLogger(function.__module__).error("%s interrupted", function.__name__)
+        raise SystemExit(130) from None
     finally:
         root.handlers[:] = previous_handlers
         root.setLevel(previous_level)
