@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -274,9 +274,29 @@ def damaged_artifacts(root: str | Path) -> list[tuple[Path, str]]:
     return damaged
 
 
-def discard_damaged(root: str | Path) -> list[str]:
-    """Remove every damaged artifact under ``root``; one line for each, naming it."""
-    return [str(_discard(path, problem)) for path, problem in damaged_artifacts(root)]
+def discard_damaged(root: str | Path, made_from: Callable[[list[str]], list[str]] | None = None) -> list[str]:
+    """Remove every damaged artifact under ``root``, and what was made from it; one line for each.
+
+    ``made_from`` maps artifact paths to the paths of everything made from them (see
+    :mod:`pipeline.provenance`): a missing intermediate artifact is rebuilt only when what
+    was made from it is missing too.
+    """
+    lines = []
+    for path, problem in damaged_artifacts(root):
+        later = [Path(p) for p in (made_from([str(path)]) if made_from else []) if Path(p).exists()]
+        for artifact in later:
+            if artifact.is_dir() and not artifact.is_symlink():
+                shutil.rmtree(artifact, ignore_errors=True)
+            else:
+                artifact.unlink(missing_ok=True)
+        line = str(_discard(path, problem))
+        if later:
+            line = line.replace(
+                "removed it, so the next run rebuilds it",
+                f"removed it and the {len(later)} artifacts made from it, so the next run rebuilds them",
+            )
+        lines.append(line)
+    return lines
 
 
 def discard_temporaries(root: str | Path) -> int:

@@ -8,8 +8,10 @@ tables identical to an undamaged run's.
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib.util
+import json
 import os
 import pickle
 import shutil
@@ -113,7 +115,7 @@ def test_a_damaged_artifact_stops_the_run_and_the_next_run_rebuilds_it(finished,
 
     stopped = harness.run_snakemake(project, check=False, timeout=300)
     line = one_line_failure(stopped, name)
-    assert "rebuilds it" in line
+    assert "so the next run rebuilds" in line
     assert not damaged.exists(), "the damaged artifact still looks complete"
 
     if run_again:
@@ -362,3 +364,32 @@ def test_ctrl_c_in_a_job_is_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 130
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.strip()][-1].endswith("sweep interrupted")
+
+
+def test_what_was_made_from_an_artifact_follows_snakemakes_records(tmp_path):
+    from pipeline.provenance import dependents, recorded_inputs
+
+    records = {
+        "results/r/activations.zarr": ["results/r/latents.zarr"],
+        "results/r/tables/chunk-0.parquet": ["results/r/renders/chunk-0.zarr"],
+        "results/r/tables/chunk-1.parquet": ["results/r/renders/chunk-1.zarr"],
+        "results/r/tables/activation_changes.parquet": [
+            "results/r/tables/chunk-0.parquet",
+            "results/r/tables/chunk-1.parquet",
+        ],
+        "results/r/report": ["results/r/tables/activation_changes.parquet"],
+        "results/r/many": None,
+    }
+    metadata = tmp_path / "metadata"
+    for output, inputs in records.items():
+        name = base64.urlsafe_b64encode(output.encode()).decode()
+        # Snakemake splits long names into folders of @-prefixed parts.
+        parts = [f"@{name[:10]}", name[10:]] if output.endswith("report") else [name]
+        (metadata / Path(*parts)).parent.mkdir(parents=True, exist_ok=True)
+        (metadata / Path(*parts)).write_text(json.dumps({"rule": "x", "input": inputs}))
+    assert recorded_inputs(metadata) == records
+    assert dependents(["results/r/tables/chunk-0.parquet"], records) == [
+        "results/r/many",
+        "results/r/report",
+        "results/r/tables/activation_changes.parquet",
+    ]

@@ -2,6 +2,7 @@ import functools
 import sys
 
 from pipeline.locks import clear_stale_lock, is_locked
+from pipeline.provenance import dependents, recorded_inputs
 from pipeline.models import load_classifier, load_generator, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
@@ -77,7 +78,8 @@ def check_before_jobs():
             print(note, file=sys.stderr)
         if not is_locked(".snakemake"):
             discard_temporaries(RESULTS)
-        damaged = discard_damaged(RESULTS)
+        records = recorded_inputs(".snakemake/metadata")
+        damaged = discard_damaged(RESULTS, lambda paths: dependents(paths, records))
         if damaged:
             raise ArtifactError("\n".join(damaged))
 
