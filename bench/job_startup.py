@@ -6,8 +6,8 @@ job's work is 0.1 s; the rest is start-up. This runs that start-up both ways in 
 alternating so that both see the same machine load:
 
 - ``with torch``: the wrapper from ``pipeline.stages.common``, which imports torch and every
-  model adapter (how every job started before ``pipeline.stages.job``);
-- ``without``: the wrapper from ``pipeline.stages.job``, as ``workflow/scripts/units.py`` does.
+  model adapter (how every job started before ``pipeline.job``);
+- ``without``: the wrapper from ``pipeline.job``, as ``workflow/scripts/units.py`` does.
 
 It prints the median seconds of each and their ratio.
 
@@ -26,7 +26,7 @@ import time
 PREAMBLE = "import snakemake.script; "
 VARIANTS = {
     "with torch": PREAMBLE + "from pipeline.stages.common import run_stage; import pipeline.stages.units",
-    "without": PREAMBLE + "from pipeline.stages.job import run_stage; import pipeline.stages.units",
+    "without": PREAMBLE + "from pipeline.job import run_stage; import pipeline.stages.units",
 }
 
 

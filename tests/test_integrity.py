@@ -352,7 +352,7 @@ def test_a_link_that_predicts_nothing_is_refused_and_writes_nothing(tmp_path):
 def test_ctrl_c_in_a_job_is_one_line_not_a_traceback(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(
-        "from pipeline.stages.job import run_stage\n"
+        "from pipeline.job import run_stage\n"
         "snakemake = object()  # what Snakemake's script directive injects\n"
         "def sweep():\n"
         "    raise KeyboardInterrupt\n"

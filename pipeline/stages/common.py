@@ -15,11 +15,11 @@ import torch
 
 import pipeline
 from pipeline.device import autocast, resolve_device, run_with_backoff
-from pipeline.models import load_classifier, load_generator
-from pipeline.models.protocols import Classifier, Generator
 
 # The job wrapper lives apart so that stages without models start without importing torch.
-from pipeline.stages.job import run_stage  # noqa: F401
+from pipeline.job import run_stage  # noqa: F401
+from pipeline.models import load_classifier, load_generator
+from pipeline.models.protocols import Classifier, Generator
 
 log = logging.getLogger(__name__)
 

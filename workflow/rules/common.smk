@@ -39,7 +39,7 @@ def model_params(role):
 
 def stage_code(*modules):
     """The code version of a stage: its own modules plus the shared ones."""
-    return code_version(*modules, "store", "stages.common", "stages.job")
+    return code_version(*modules, "store", "stages.common", "job")
 
 
 @functools.cache
