@@ -61,9 +61,9 @@ def model_class_sizes():
 def check_before_jobs():
     """What can be known wrong before any job runs, each as one line (ConfigError, ArtifactError).
 
-    Also clears a lock left by a killed run, removes the temporaries of its writes (while no
-    run holds the lock), and removes damaged artifacts, so that this run stops once, naming
-    them, and the next one rebuilds them.
+    Also clears a lock left by a killed run and, while no run holds the lock, removes the
+    temporaries of killed writes and every damaged artifact with what was made from it, so
+    that this run stops once, naming them, and the next one rebuilds them.
     """
     for folder in (RESULTS, LOGS):
         check_writable(folder)
@@ -76,12 +76,13 @@ def check_before_jobs():
         note = clear_stale_lock(".snakemake")
         if note:
             print(note, file=sys.stderr)
+        # Another run's files are its own business, and Snakemake will stop this one at the lock.
         if not is_locked(".snakemake"):
             discard_temporaries(RESULTS)
-        records = recorded_inputs(".snakemake/metadata")
-        damaged = discard_damaged(RESULTS, lambda paths: dependents(paths, records))
-        if damaged:
-            raise ArtifactError("\n".join(damaged))
+            made_from = lambda paths: dependents(paths, recorded_inputs(".snakemake/metadata"))
+            damaged = discard_damaged(RESULTS, made_from)
+            if damaged:
+                raise ArtifactError("\n".join(damaged))
 
 
 def selected_units():
