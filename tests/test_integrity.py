@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -393,3 +394,34 @@ def test_what_was_made_from_an_artifact_follows_snakemakes_records(tmp_path):
         "results/r/report",
         "results/r/tables/activation_changes.parquet",
     ]
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda_devices", "message"),
+    [
+        ("cuda", 0, "config key 'device': 'cuda' requested but this machine has no CUDA GPU"),
+        ("cuda:2", 2, "config key 'device': 'cuda:2' requested but only 2 CUDA device(s) exist"),
+        ("cuda:1", 2, None),
+        ("auto", 0, None),
+        ("cpu", 0, None),
+    ],
+)
+def test_the_device_must_exist_where_the_jobs_run(device, cuda_devices, message):
+    from pipeline.stages.config import ConfigError, check_device
+
+    if message is None:
+        check_device(device, cuda_devices)
+    else:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_device(device, cuda_devices)
+
+
+def test_pairs_need_a_target_the_head_has_and_two_classes():
+    from pipeline.stages.config import ConfigError, check_pairs
+
+    check_pairs([[0, 7]], classes=[0, 1], num_classes=8)  # a target need not be sampled
+    with pytest.raises(ConfigError, match=r"pair \[0, 8\] aims at class 8; the classifier has 8 classes"):
+        check_pairs([[0, 8]], classes=[0, 1], num_classes=8)
+    with pytest.raises(ConfigError, match=r"pair \[1, 1\] names one class twice"):
+        check_pairs([[1, 1]], classes=[0, 1], num_classes=8)
+    check_pairs([], classes=[0], num_classes=None)
