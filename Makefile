@@ -1,5 +1,6 @@
-# Two commands matter: `make demo` runs the default workflow, `make test` the test suite.
-# Both create .venv on first use and install the project into it.
+# Two commands matter: `make demo` runs the default workflow, `make test` the test suite
+# (`make run CONFIG=...` runs another config). Each creates .venv on first use and installs
+# the project into it.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # steal each other's time.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-slow test-slurm lint bench train-default-models clean
+.PHONY: demo run test test-slow test-slurm lint bench train-default-models clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,14 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed
 	snakemake --cores all
+
+# Another config file: make run CONFIG=config/imagenet_resnet50_stylegan_xl.yaml [CORES=4].
+# Its YAML is checked first, because Snakemake's own message names neither file nor line.
+CONFIG ?= config/config.yaml
+CORES  ?= all
+run: $(BIN)/.installed
+	$(BIN)/python -m pipeline.stages.config $(CONFIG)
+	snakemake --cores $(CORES) --configfile $(CONFIG)
 
 test: $(BIN)/.installed
 	bash scripts/install_chromium.sh

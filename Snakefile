@@ -1,17 +1,30 @@
 from pathlib import Path
 
 from snakemake.utils import min_version
+from torch.cuda import device_count as cuda_device_count
 
-from pipeline.stages.config import load_schema, validate_config
+from pipeline.locks import record_owner
+from pipeline.stages.config import ConfigError, check_device, load_config_file, load_schema, stop_on, validate_config
+from pipeline.models.registry import ModelSpecError
+from pipeline.store import ArtifactError
 from pipeline.validation import planted_run_config
 
 min_version("9.0")
 
+DEFAULT_CONFIG = "config/config.yaml"
 
-configfile: "config/config.yaml"
+# The default run's file is not a base that a user's file is merged into: with --configfile
+# that file alone is the config, and the schema fills in what it leaves out, so a user's
+# model spec or pair list never inherits keys from the default's (see config/README.md).
+if not workflow.overwrite_configfiles:
+    with stop_on(ConfigError):
+        load_config_file(DEFAULT_CONFIG)
+
+    configfile: DEFAULT_CONFIG
 
 
-validate_config(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+with stop_on(ConfigError):
+    validate_config(config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
 
 
 report: "workflow/report/workflow.rst"
@@ -43,6 +56,28 @@ if runs_validation():
             planted_run_config(config, classifier_units())
 
     use rule * from planted_validation exclude all, train_default_models as validation_*
+
+
+with stop_on(ConfigError, ModelSpecError, ArtifactError):
+    check_before_jobs()
+
+
+onstart:
+    record_owner(".snakemake")
+    # Only here is it known whether jobs run on this machine or a cluster's.
+    if workflow.local_exec:
+        with stop_on(ConfigError):
+            check_device(config["device"], cuda_device_count())
+
+
+onsuccess:
+    if Path(RESULTS, "report", "index.html").is_file():
+        print(f"Finished. The report is {Path(RESULTS, 'report', 'index.html').resolve()}")
+
+
+onerror:
+    print(f"The run stopped; the error lines above (and the job logs under {LOGS}/) say why. "
+          "Fix that and run the same command again: it resumes where it stopped.")
 
 
 rule all:

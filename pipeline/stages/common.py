@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,48 +14,16 @@ import numpy as np
 import torch
 
 import pipeline
-from pipeline.device import autocast, resolve_device, run_with_backoff, set_threads
+from pipeline.device import autocast, resolve_device, run_with_backoff
+
+# The job wrapper lives apart so that stages without models start without importing torch.
+from pipeline.job import run_stage  # noqa: F401
 from pipeline.models import load_classifier, load_generator
 from pipeline.models.protocols import Classifier, Generator
 
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(pipeline.__file__).resolve().parent
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def run_stage(function: Callable[..., Any], *, log_path: str | Path | None, threads: int, **kwargs: Any) -> Any:
-    """Run one stage function as a workflow job: log to ``log_path`` and stderr, use ``threads``.
-
-    A failure is logged as one line naming the error before it propagates, so the job's log
-    file says why it failed even where the scheduler's output is lost. The logging setup is
-    undone afterwards, so calling this in-process (tests, notebooks) leaves no trace.
-    """
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_path:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
-    root = logging.getLogger()
-    previous_handlers, previous_level = root.handlers[:], root.level
-    formatter = logging.Formatter(LOG_FORMAT)
-    for handler in handlers:
-        handler.setFormatter(formatter)
-    root.handlers[:] = handlers
-    root.setLevel(logging.INFO)
-    set_threads(threads)
-    started = time.perf_counter()
-    try:
-        result = function(**kwargs)
-        log.info("%s finished in %.1f s", function.__name__, time.perf_counter() - started)
-        return result
-    except Exception as error:
-        logging.getLogger(function.__module__).error("%s: %s", type(error).__name__, error)
-        raise
-    finally:
-        root.handlers[:] = previous_handlers
-        root.setLevel(previous_level)
-        for handler in handlers:
-            handler.close()
 
 
 def code_version(*names: str) -> str:

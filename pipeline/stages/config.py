@@ -6,7 +6,10 @@ when a run is misconfigured.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,39 @@ def _copy(value: Any) -> Any:
 
 def load_schema(path: str | Path) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text())
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping; a syntax error names the file and the line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(f"config file {path}: {error.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"config file {where}: not valid YAML ({error.problem or error.context})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path}: not valid YAML ({error})") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"config file {path}: expected keys at the top level, got {type(loaded).__name__}")
+    return dict(loaded)
+
+
+@contextmanager
+def stop_on(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn the given errors into one line on stderr and exit status 1, with no traceback.
+
+    The workflow's checks before any job use this: Snakemake would print its own location
+    lines and a partial traceback around the message.
+    """
+    try:
+        yield
+    except errors as error:
+        print(f"Error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def coerce_strings(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
@@ -153,6 +189,75 @@ def select_units(units: str | list[int] | Mapping[str, int], num_units: int) -> 
     return list(selected)
 
 
+def check_classes(classes: Iterable[int], limits: Mapping[str, int | None]) -> None:
+    """Every class id must exist in every model that has classes (``limits``: model -> count)."""
+    for model, limit in limits.items():
+        beyond = [c for c in classes if limit is not None and not 0 <= c < limit]
+        if beyond:
+            raise ConfigError(
+                f"config key 'classes': class {beyond[0]} is out of range for the {model} ({limit} classes)"
+            )
+
+
+def check_pairs(pairs: Iterable[Iterable[int]], classes: Iterable[int], num_classes: int | None) -> None:
+    """Counterfactual pairs start from a sampled class and need a classifier head to aim at a target.
+
+    ``num_classes`` is None for a classifier without a head.
+    """
+    pairs = [tuple(pair) for pair in pairs]
+    if not pairs:
+        return
+    if num_classes is None:
+        raise ConfigError(
+            "config key 'counterfactuals.pairs': counterfactuals need a classifier with a head (logits); "
+            "this classifier has none, so set pairs: []"
+        )
+    sampled = set(classes)
+    for origin, target in pairs:
+        if origin not in sampled:
+            raise ConfigError(
+                f"config key 'counterfactuals.pairs': pair [{origin}, {target}] starts from class {origin}, "
+                f"which is not among the run's classes {sorted(sampled)}"
+            )
+        if not 0 <= target < num_classes:
+            raise ConfigError(
+                f"config key 'counterfactuals.pairs': pair [{origin}, {target}] aims at class {target}; "
+                f"the classifier has {num_classes} classes"
+            )
+        if origin == target:
+            raise ConfigError(f"config key 'counterfactuals.pairs': pair [{origin}, {target}] names one class twice")
+
+
+def check_device(device: str, cuda_devices: int) -> None:
+    """``cuda`` or ``cuda:N`` must name a device this machine has (``auto`` falls back to the CPU)."""
+    if not device.startswith("cuda"):
+        return
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if cuda_devices == 0:
+        raise ConfigError(
+            f"config key 'device': {device!r} requested but this machine has no CUDA GPU; use auto or cpu"
+        )
+    if index >= cuda_devices:
+        raise ConfigError(f"config key 'device': {device!r} requested but only {cuda_devices} CUDA device(s) exist")
+
+
+def check_writable(folder: str | Path) -> None:
+    """The run's folder (or the nearest folder above it that exists) must take new files.
+
+    A real write is tried rather than asking for permission bits, which say nothing of
+    read-only mounts or immutable folders, nor of what root may do.
+    """
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"{existing}: cannot write there ({error.strerror}), so the run cannot write {folder}"
+        ) from None
+
+
 def chunk_units(units: Iterable[int], chunk_size: int) -> dict[int, list[int]]:
     """Chunk k holds the selected units in [k * chunk_size, (k + 1) * chunk_size).
 
@@ -165,3 +270,11 @@ def chunk_units(units: Iterable[int], chunk_size: int) -> dict[int, list[int]]:
     for unit in sorted(set(units)):
         chunks.setdefault(unit // chunk_size, []).append(unit)
     return chunks
+
+
+if __name__ == "__main__":
+    # `python -m pipeline.stages.config FILE...`: check config files' YAML before Snakemake
+    # reads them, since Snakemake's own message names neither file nor line.
+    with stop_on(ConfigError):
+        for argument in sys.argv[1:]:
+            load_config_file(argument)

@@ -324,6 +324,13 @@ def fit_link(
             "columns_beyond_noise": float((columns["p"] <= 0.05).mean()),
             "column_norm_over_noise_median": float((columns["w_norm"] / columns["noise_norm"]).median()),
         }
+    if not metrics["r2_test"] > 0:
+        # Every later stage moves along this link; one that predicts w no better than its
+        # mean would make every unit look inert, not fail.
+        raise ValueError(
+            f"link: held-out R² of w is {metrics['r2_test']:.3g}, not above 0: the activations in "
+            f"{activations_path} do not predict the latents (too few samples, or a layer blind to the images?)"
+        )
     torch_device = prepare_device(device)
     clf, gen = load_models(classifier, generator, torch_device)
     cycle = {"batch_size": batch_size, "device": torch_device, "precision": precision}

@@ -1,11 +1,22 @@
 import functools
+import sys
 
-from pipeline.models import load_classifier, spec_weights_sha256
+from pipeline.locks import clear_stale_lock, is_locked
+from pipeline.provenance import dependents, recorded_inputs
+from pipeline.models import load_classifier, load_generator, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
 from pipeline.segmentation.config import WORLD, check_segmentation, trained_model
 from pipeline.segmentation.labels import LabelsError
-from pipeline.stages.config import ConfigError, chunk_units, select_units
+from pipeline.stages.config import (
+    ConfigError,
+    check_classes,
+    check_pairs,
+    check_writable,
+    chunk_units,
+    select_units,
+)
+from pipeline.store import ArtifactError, discard_damaged, discard_temporaries
 
 RESULTS = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
@@ -52,12 +63,50 @@ def model_params(role):
 
 def stage_code(*modules):
     """The code version of a stage: its own modules plus the shared ones."""
-    return code_version(*modules, "store", "stages.common")
+    return code_version(*modules, "store", "stages.common", "job")
 
 
 @functools.cache
 def classifier_units():
     return load_classifier(config["classifier"]).num_units
+
+
+@functools.cache
+def model_class_sizes():
+    """The classifier's classes and whether it has a head, and the generator's classes."""
+    classifier = load_classifier(config["classifier"])
+    return {
+        "classifier": classifier.num_classes,
+        "classifier_head": classifier.head is not None,
+        "generator": load_generator(config["generator"]).c_dim,
+    }
+
+
+def check_before_jobs():
+    """What can be known wrong before any job runs, each as one line (ConfigError, ArtifactError).
+
+    Also clears a lock left by a killed run and, while no run holds the lock, removes the
+    temporaries of killed writes and every damaged artifact with what was made from it, so
+    that this run stops once, naming them, and the next one rebuilds them.
+    """
+    for folder in (RESULTS, LOGS):
+        check_writable(folder)
+    sizes = model_class_sizes()
+    check_classes(config["classes"], {"classifier": sizes["classifier"], "generator": sizes["generator"]})
+    head_classes = sizes["classifier"] if sizes["classifier_head"] else None
+    check_pairs(config["counterfactuals"]["pairs"], config["classes"], head_classes)
+    unit_chunks()
+    if workflow.is_main_process:
+        note = clear_stale_lock(".snakemake")
+        if note:
+            print(note, file=sys.stderr)
+        # Another run's files are its own business, and Snakemake will stop this one at the lock.
+        if not is_locked(".snakemake"):
+            discard_temporaries(RESULTS)
+            made_from = lambda paths: dependents(paths, recorded_inputs(".snakemake/metadata"))
+            damaged = discard_damaged(RESULTS, made_from)
+            if damaged:
+                raise ArtifactError("\n".join(damaged))
 
 
 def selected_units():

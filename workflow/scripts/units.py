@@ -1,4 +1,4 @@
-from pipeline.stages.common import run_stage
+from pipeline.job import run_stage
 from pipeline.stages.units import unit_ranges
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)

@@ -317,15 +317,20 @@ def _check_code_dir(code_dir: Any) -> Path:
     return code_dir
 
 
+STYLEGAN_EXTRA = "pip install -e '.[stylegan]'"
 _INSTALL_HINTS = {
     "distutils": "Python >= 3.12 removed distutils, which their dnnlib imports: pip install setuptools",
     "pkg_resources": "setuptools >= 82 has no pkg_resources, which StyleGAN3's ops import: pip install 'setuptools<82'",
+    "dill": "StyleGAN-XL writes its pickles with dill: pip install dill",
+    "timm": "StyleGAN-XL's networks import timm: pip install timm",
+    "requests": "their dnnlib imports requests: pip install requests",
 }
 
 
 def _install_hint(message: str) -> str:
     """Advice for the import failures that the StyleGAN repositories' code is known to hit."""
-    return "".join(f"; {hint}" for module, hint in _INSTALL_HINTS.items() if module in message)
+    hints = [hint for module, hint in _INSTALL_HINTS.items() if module in message]
+    return "".join(f"; {hint}" for hint in hints) + (f" (all of them: {STYLEGAN_EXTRA})" if hints else "")
 
 
 def _import_persistence(code_dir: Path) -> None:
@@ -341,15 +346,20 @@ def _import_persistence(code_dir: Path) -> None:
 def read_network_pickle(path: Path, code_dir: Path) -> dict[str, Any]:
     """Unpickle a network pickle with ``code_dir`` importable; returns its dict and logs its sha256."""
     log.info("loading generator pickle %s (sha256 %s) with code from %s", path, file_sha256(path), code_dir)
-    with code_dir_on_path(code_dir):
+    with code_dir_on_path(code_dir), warnings.catch_warnings():
+        # StyleGAN-XL's code imports timm.models.layers, which timm >= 0.9 deprecates on each import.
+        warnings.filterwarnings("ignore", message="Importing from timm.models", category=FutureWarning)
         _import_persistence(code_dir)
         with open(path, "rb") as handle:
             unpickler = _TolerantUnpickler(handle)
             try:
                 data = unpickler.load()
             except Exception as error:
+                # A placeholder for a missing module fails later as "not callable"; the import
+                # that failed is the cause worth naming.
+                causes = "; ".join([*sorted(unpickler.import_failures), f"{type(error).__name__}: {error}"])
                 raise ModelSpecError(
-                    f"generator.path: cannot unpickle {path}: {type(error).__name__}: {error}"
+                    f"generator.path: cannot unpickle {path}: {causes}{_install_hint(causes)}"
                 ) from error
     if not isinstance(data, Mapping) or "G_ema" not in data:
         keys = ", ".join(map(str, data)) if isinstance(data, Mapping) else type(data).__name__
