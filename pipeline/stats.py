@@ -160,7 +160,7 @@ def unit_concepts(
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
     trimmed_change = as_is.trimmed
-    p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
+    p_rerender = yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
     p_link = _link_p(column_p, units, len(measures))
     p = np.fmax(np.fmax(p_random, p_rerender), np.nan_to_num(p_link))
     p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
@@ -315,15 +315,13 @@ def upper_tailed(measures: Sequence[str]) -> np.ndarray:
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q); NaN stays NaN and is not counted as a test."""
+    """Benjamini-Hochberg adjusted p-values (q, scipy's ``false_discovery_control``); NaN
+    stays NaN and is not counted as a test."""
     p = np.asarray(p, dtype=np.float64)
     q = np.full_like(p, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    if valid.size == 0:
-        return q
-    order = valid[np.argsort(p[valid], kind="stable")]
-    ranked = p[order] * valid.size / np.arange(1, valid.size + 1)
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    valid = ~np.isnan(p)
+    if valid.any():
+        q[valid] = scipy_stats.false_discovery_control(p[valid], method="bh")
     return q
 
 
@@ -447,7 +445,7 @@ def _t_p_value(t: np.ndarray, df: np.ndarray | int, upper_only: np.ndarray) -> n
         return np.where(upper_only, scipy_stats.t.sf(t, df=df), 2 * scipy_stats.t.sf(np.abs(t), df=df))
 
 
-def _yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.ndarray:
+def yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.ndarray:
     """Yuen p of each unit's changes ``[U, M, n]`` against the noise changes ``[M, k]``.
 
     Two-sided, or upper-tailed (the unit's changes larger) where ``upper_only`` ``[M]`` is

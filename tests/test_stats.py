@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
-from pipeline.stats import benjamini_hochberg, classifier_measures, selective_counts, unit_concepts, unit_summary
+from pipeline.stats import (
+    TRIM,
+    yuen_p,
+    benjamini_hochberg,
+    classifier_measures,
+    selective_counts,
+    trimmed_mean,
+    unit_concepts,
+    unit_summary,
+)
 
 MEASURES = ["object.x", "object.area", "object.hue", "background.luminance", "image.motion"]
 # Hue is circular with period 1; its changes are kept well inside half a turn.
@@ -317,3 +327,31 @@ def test_selective_counts_and_input_errors():
     nulls = null_table(rng, 2, 4, 0.1, 0.1)
     with pytest.raises(ValueError, match="random_direction"):
         unit_concepts(changes, nulls, MEASURES)
+
+
+def test_benjamini_hochberg_is_scipys_on_the_valid_tests():
+    p = np.random.default_rng(4).uniform(size=50) ** 3
+    p[[3, 17]] = np.nan
+    q = benjamini_hochberg(p)
+    valid = ~np.isnan(p)
+    np.testing.assert_allclose(q[valid], scipy_stats.false_discovery_control(p[valid], method="bh"))
+    assert np.isnan(q[~valid]).all()
+
+
+@pytest.mark.parametrize("size", [5, 7, 10, 13, 24])
+def test_trimmed_mean_and_yuen_agree_with_scipy(size):
+    rng = np.random.default_rng(size)
+    values = rng.standard_t(3, size=(4, size))
+    noise = rng.standard_t(3, size=size + 3)
+    np.testing.assert_allclose(trimmed_mean(values), scipy_stats.trim_mean(values, TRIM, axis=1))
+    for upper_only in (False, True):
+        ours = yuen_p(values[None, :, :], noise[None, :].repeat(4, axis=0), np.full(4, upper_only))[0]
+        alternative = "greater" if upper_only else "two-sided"
+        reference = [
+            scipy_stats.ttest_ind(row, noise, equal_var=False, trim=TRIM, alternative=alternative).pvalue
+            for row in values
+        ]
+        np.testing.assert_allclose(ours, reference, rtol=1e-10)
+    # NaN padding (a unit with fewer samples) counts only the values present.
+    padded = np.concatenate([values[:1], np.full((1, 3), np.nan)], axis=1)
+    assert trimmed_mean(padded)[0] == pytest.approx(scipy_stats.trim_mean(values[0], TRIM))
