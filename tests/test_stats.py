@@ -9,13 +9,13 @@ from scipy import stats as scipy_stats
 
 from pipeline.stats import (
     TRIM,
-    yuen_p,
     benjamini_hochberg,
     classifier_measures,
     selective_counts,
     trimmed_mean,
     unit_concepts,
     unit_summary,
+    yuen_p,
 )
 
 MEASURES = ["object.x", "object.area", "object.hue", "background.luminance", "image.motion"]
