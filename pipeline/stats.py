@@ -50,9 +50,18 @@ For each unit u and measure m, the change of a sample is its last step minus its
 - ``p``: the largest of the three, so a unit must beat both nulls and have a column that
   is more than fitting noise (an intersection-union test, valid without assumptions on how
   the three relate).
-- ``q``: Benjamini-Hochberg over all units x measures; ``selective``: ``q <= q_level`` and
-  ``|effect| >= min_effect``.
-- ``ci_low``, ``ci_high``: percentile bootstrap of the effect over samples (null fixed).
+- ``q``: Benjamini-Hochberg over all units x measures (scipy's ``false_discovery_control``).
+- ``class_effect_min``, ``class_effect_max``: the smallest and largest of the unit's effects
+  within each class (:func:`class_effects`: its samples of one class against the random
+  directions' samples of that class, on the chosen footing); ``classes_agree``: no two
+  classes have clear effects (``|effect| >= min_effect``) of opposite sign. Where they
+  disagree the pooled effect averages two opposite concepts away, so it is not a label;
+  the per-class effects are what to read.
+- ``selective``: ``q <= q_level``, ``|effect| >= min_effect`` and ``classes_agree``.
+- ``ci_low``, ``ci_high``: percentile bootstrap of the effect. Each replicate resamples the
+  unit's samples and the random directions (the null's mean and spread rest on a few dozen
+  directions and are uncertain too) and picks the footing again, so neither the null nor
+  the choice of footing is taken as known.
 
 Why both comparisons. A sweep acts on the image only through the latent it moves, and the
 linear link's columns differ in length many times over, depending on how the ridge shares
@@ -107,7 +116,8 @@ BOOT_UNIT_BLOCK = 16
 CONCEPT_COLUMNS = (
     "unit", "measure", "n", "mean_change", "trimmed_change", "w_distance", "effect_as_is", "effect_per_w",
     "compared", "null_mean", "null_scale",
-    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p_link", "p", "q", "selective",
+    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p_link", "p", "q",
+    "class_effect_min", "class_effect_max", "classes_agree", "selective",
 )  # fmt: skip
 
 
@@ -125,6 +135,9 @@ def unit_concepts(
 ) -> pd.DataFrame:
     """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring).
 
+    The per-class effects behind ``class_effect_min``, ``class_effect_max`` and
+    ``classes_agree`` are :func:`class_effects`'s.
+
     ``column_p`` holds the link-column p-value of every unit, by unit id (the ``p`` of
     ``link/units.parquet``); without it ``p_link`` is NaN and ``p`` rests on the two nulls,
     which only tests of the statistics themselves should rely on.
@@ -137,8 +150,8 @@ def unit_concepts(
     if changes.empty:
         raise ValueError("changes: the table has no rows")
 
-    unit_changes = measure_changes(changes, measures, by=("unit", "sample"))
-    null_changes = measure_changes(nulls, measures, by=("control", "unit", "sample"))
+    unit_changes = measure_changes(changes, measures, by=_sample_keys(changes))
+    null_changes = measure_changes(nulls, measures, by=("control", *_sample_keys(nulls)))
     directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
     rerender = null_changes[null_changes["control"] == RERENDER]
 
@@ -146,9 +159,11 @@ def unit_concepts(
     distance = sweep_distances(changes).reindex(units).to_numpy()
     per_w = _per_w(values, distance)
     upper_only = upper_tailed(measures)
-    as_is = _against_directions(values, direction_null(directions, measures), upper_only)
+    as_is_null = direction_effects(directions, measures)
     w_distances = sweep_distances(nulls[nulls["control"] == RANDOM_DIRECTION])
-    by_w = _against_directions(per_w, direction_null(directions, measures, w_distances), upper_only)
+    per_w_null = direction_effects(directions, measures, w_distances)
+    as_is = _against_directions(values, _null_moments(*as_is_null), upper_only)
+    by_w = _against_directions(per_w, _null_moments(*per_w_null), upper_only)
     # Bonferroni over the two comparisons: valid whichever way a unit is like a random direction.
     use_w = by_w.p < as_is.p
     p_random = np.minimum(2 * np.fmin(as_is.p, by_w.p), 1.0)
@@ -156,7 +171,6 @@ def unit_concepts(
     effect = np.where(use_w, by_w.effect, as_is.effect)
     location = np.where(use_w, by_w.location, as_is.location)
     scale = np.where(use_w, by_w.scale, as_is.scale)
-    chosen_values = np.where(use_w[..., None], per_w, values)
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
     trimmed_change = as_is.trimmed
@@ -165,7 +179,16 @@ def unit_concepts(
     p = np.fmax(np.fmax(p_random, p_rerender), np.nan_to_num(p_link))
     p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
     q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
-    ci_low, ci_high = _bootstrap_effect_ci(chosen_values, location, scale, n_boot, seed, ci)
+    ci_low, ci_high = _bootstrap_effect_ci(
+        (values, per_w), (as_is_null[0], per_w_null[0]), (as_is, by_w), n_boot, seed, ci
+    )
+    per_class = class_effects(unit_changes, directions, measures, use_w, distance, w_distances)
+    class_min = per_class.groupby(["unit", "measure"])["effect"].min()
+    class_max = per_class.groupby(["unit", "measure"])["effect"].max()
+    clear = per_class["effect"].abs() >= min_effect
+    clear_up = (clear & (per_class["effect"] > 0)).groupby([per_class["unit"], per_class["measure"]]).any()
+    clear_down = (clear & (per_class["effect"] < 0)).groupby([per_class["unit"], per_class["measure"]]).any()
+    grid = pd.MultiIndex.from_product([units, measures], names=["unit", "measure"])
 
     frame = pd.DataFrame(
         {
@@ -188,10 +211,67 @@ def unit_concepts(
             "p_link": p_link.ravel(),
             "p": p.ravel(),
             "q": q_values.ravel(),
+            "class_effect_min": class_min.reindex(grid).to_numpy(),
+            "class_effect_max": class_max.reindex(grid).to_numpy(),
+            "classes_agree": ~(clear_up & clear_down).reindex(grid, fill_value=False).to_numpy(),
         }
     )
-    frame["selective"] = (frame["q"] <= q) & (frame["effect"].abs() >= min_effect)
+    frame["selective"] = (frame["q"] <= q) & (frame["effect"].abs() >= min_effect) & frame["classes_agree"]
     return frame
+
+
+def class_effects(
+    unit_changes: pd.DataFrame,
+    directions: pd.DataFrame,
+    measures: list[str],
+    use_w: np.ndarray,
+    distance: np.ndarray,
+    w_distances: pd.Series,
+) -> pd.DataFrame:
+    """Long table ``unit, measure, class, n, effect``: each unit's effect within each class.
+
+    Per-sample changes ``unit_changes`` and ``directions`` (with a ``class`` column) are
+    compared class by class, on the footing chosen for the pooled test (``use_w [U, M]``:
+    per unit of w; ``distance [U]`` and ``w_distances`` the units' and directions' sweep
+    distances), against the random directions' samples of the same class: a unit that
+    raises a measure in one class and lowers it in another shows both, where the pooled
+    effect would cancel.
+    """
+    units = np.unique(unit_changes["unit"].to_numpy())
+    rows = []
+    for class_id in np.unique(unit_changes["class"].to_numpy()):
+        class_directions = directions[directions["class"] == class_id]
+        if class_directions["unit"].nunique() < MIN_NULL_DIRECTIONS:
+            continue
+        class_units, values = _by_unit(unit_changes[unit_changes["class"] == class_id], measures)
+        present = np.searchsorted(units, class_units)
+        as_is = _null_moments(*direction_effects(class_directions, measures))
+        per_w = _null_moments(*direction_effects(class_directions, measures, w_distances))
+        trimmed_as_is = trimmed_mean(values)
+        trimmed_per_w = trimmed_mean(_per_w(values, distance[present]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            effect_as_is = (trimmed_as_is - as_is[0]) / np.where(as_is[1] > 0, as_is[1], np.nan)
+            effect_per_w = (trimmed_per_w - per_w[0]) / np.where(per_w[1] > 0, per_w[1], np.nan)
+        effect = np.where(use_w[present], effect_per_w, effect_as_is)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "unit": np.repeat(class_units, len(measures)),
+                    "measure": np.tile(measures, len(class_units)),
+                    "class": class_id,
+                    "n": np.sum(~np.isnan(values), axis=2).ravel(),
+                    "effect": effect.ravel(),
+                }
+            )
+        )
+    if not rows:
+        return pd.DataFrame({"unit": [], "measure": [], "class": [], "n": [], "effect": []})
+    return pd.concat(rows, ignore_index=True)
+
+
+def _sample_keys(table: pd.DataFrame) -> tuple[str, ...]:
+    """Keys of one sweep: unit and sample, with the sample's class where the table has it."""
+    return ("unit", "class", "sample") if "class" in table.columns else ("unit", "sample")
 
 
 @dataclass(frozen=True)
@@ -203,6 +283,7 @@ class _Comparison:
     p: np.ndarray
     location: np.ndarray
     scale: np.ndarray
+    excess: np.ndarray
 
 
 def _against_directions(
@@ -219,7 +300,8 @@ def _against_directions(
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(scale > 0, (trimmed - location) / scale, np.nan)
         t = (trimmed - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
-    return _Comparison(trimmed, effect, _t_p_value(t, n_directions - 1, upper_only), location, scale)
+    p = _t_p_value(t, n_directions - 1, upper_only)
+    return _Comparison(trimmed, effect, p, location, scale, excess_noise)
 
 
 def unit_summary(concepts: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
@@ -338,6 +420,14 @@ def direction_null(
     their trimmed change, and the mean squared standard error of one direction's, each
     ``[M]``, and their count. With ``distances`` (each direction's ``w_distance``, by unit id)
     the changes count per unit of w."""
+    return _null_moments(*direction_effects(directions, measures, distances))
+
+
+def direction_effects(
+    directions: pd.DataFrame, measures: list[str], distances: pd.Series | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each random direction's trimmed change ``[J, M]`` and its squared standard error
+    ``[J, M]``; per unit of w with ``distances`` (see :func:`direction_null`)."""
     n_directions = directions["unit"].nunique()
     if n_directions < MIN_NULL_DIRECTIONS:
         raise ValueError(
@@ -346,15 +436,14 @@ def direction_null(
     ids, per_direction = _by_unit(directions, measures)
     if distances is not None:
         per_direction = _per_w(per_direction, distances.reindex(ids).to_numpy())
-    effects = trimmed_mean(per_direction)  # [J, M]
+    return trimmed_mean(per_direction), trimmed_mean_variance(per_direction)[0]
+
+
+def _null_moments(effects: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`direction_null`'s summary of :func:`direction_effects`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return (
-            np.nanmean(effects, axis=0),
-            np.nanstd(effects, axis=0, ddof=1),
-            np.nanmean(trimmed_mean_variance(per_direction)[0], axis=0),
-            n_directions,
-        )
+        return np.nanmean(effects, axis=0), np.nanstd(effects, axis=0, ddof=1), np.nanmean(noise, axis=0), len(effects)
 
 
 def sweep_distances(table: pd.DataFrame) -> pd.Series:
@@ -475,20 +564,38 @@ def yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.
 
 
 def _bootstrap_effect_ci(
-    values: np.ndarray, location: np.ndarray, scale: np.ndarray, n_boot: int, seed: int, ci: float
+    footings: tuple[np.ndarray, np.ndarray],
+    null_effects: tuple[np.ndarray, np.ndarray],
+    comparisons: tuple[_Comparison, _Comparison],
+    n_boot: int,
+    seed: int,
+    ci: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap of the effect over each unit's samples, ``[U, M]`` each.
+    """Percentile bootstrap of the reported effect, ``[U, M]`` each.
 
+    Each replicate resamples the unit's samples and, independently, the random directions
+    (so the null's mean and spread vary as much as 24 or so directions leave them
+    uncertain), computes the effect on both footings, and keeps the one whose test is the
+    stronger in that replicate: the choice of footing is part of what is resampled, not
+    fixed after seeing the data. ``footings``: the changes as is and per w ``[U, M, n]``;
+    ``null_effects``: the directions' trimmed changes ``[J, M]`` on each footing;
+    ``comparisons``: the point comparisons, whose excess noise the replicates' tests reuse.
     Units with the same number of samples share their resampling indices, so a block of
     units is resampled, sorted and trimmed in one go.
     """
-    units, n_measures, n_max = values.shape
+    units, n_measures, n_max = footings[0].shape
     low = np.full((units, n_measures), np.nan)
     high = np.full((units, n_measures), np.nan)
     if n_boot < 1 or n_max == 0:
         return low, high
     rng = np.random.default_rng(seed)
-    samples_per_unit = (~np.isnan(values)).any(axis=1).sum(axis=1)
+    n_directions = len(null_effects[0])
+    direction_picks = rng.integers(0, n_directions, size=(n_boot, n_directions))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        null_location = [np.nanmean(effects[direction_picks], axis=1) for effects in null_effects]  # [B, M]
+        null_scale = [np.nanstd(effects[direction_picks], axis=1, ddof=1) for effects in null_effects]
+    samples_per_unit = (~np.isnan(footings[0])).any(axis=1).sum(axis=1)
     tails = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
     for n in np.unique(samples_per_unit):
         if n < 2:
@@ -497,11 +604,18 @@ def _bootstrap_effect_ci(
         members = np.flatnonzero(samples_per_unit == n)
         for start in range(0, len(members), BOOT_UNIT_BLOCK):
             block = members[start : start + BOOT_UNIT_BLOCK]
-            # Each unit's samples are packed first, so positions 0..n-1 are its samples.
-            resampled = values[block, :, :n][:, :, picks]  # [block, M, n_boot, n]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                boot_effect = (trimmed_mean(resampled) - location[block, :, None]) / scale[block, :, None]
+            effects, strengths = [], []
+            footing_nulls = zip(footings, null_location, null_scale, comparisons, strict=True)
+            for values, location, scale, comparison in footing_nulls:
+                # Each unit's samples are packed first, so positions 0..n-1 are its samples.
+                resampled = values[block, :, :n][:, :, picks]  # [block, M, n_boot, n]
+                difference = trimmed_mean(resampled) - location.T[None]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    effects.append(difference / np.where(scale > 0, scale, np.nan).T[None])
+                    spread = scale.T[None] ** 2 * (1 + 1 / n_directions) + comparison.excess[block][..., None]
+                    strengths.append(np.nan_to_num(np.abs(difference) / np.sqrt(spread), nan=-1.0))
+            chosen = np.where(strengths[1] > strengths[0], effects[1], effects[0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                low[block], high[block] = np.nanpercentile(boot_effect, tails, axis=2)
+                low[block], high[block] = np.nanpercentile(chosen, tails, axis=2)
     return low, high

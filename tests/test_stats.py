@@ -355,3 +355,38 @@ def test_trimmed_mean_and_yuen_agree_with_scipy(size):
     # NaN padding (a unit with fewer samples) counts only the values present.
     padded = np.concatenate([values[:1], np.full((1, 3), np.nan)], axis=1)
     assert trimmed_mean(padded)[0] == pytest.approx(scipy_stats.trim_mean(values[0], TRIM))
+
+
+def test_the_interval_widens_when_few_random_directions_leave_the_null_uncertain():
+    rng = np.random.default_rng(5)
+    slopes = np.zeros((1, len(MEASURES)))
+    slopes[0, 0] = 2.0
+    changes = sweeps(rng, slopes, np.ones(1), 24, 0.02, np.arange(1))
+    widths = {}
+    for directions in (5, 60):
+        nulls = null_table(np.random.default_rng(directions), directions, 24, 0.2, 0.02)
+        row = unit_concepts(changes, nulls, MEASURES, n_boot=400, seed=1).iloc[0]
+        assert row["ci_low"] <= row["effect"] <= row["ci_high"]
+        widths[directions] = (row["ci_high"] - row["ci_low"]) / abs(row["effect"])
+    # With the null's mean and spread held fixed the width would not depend on the directions.
+    assert widths[5] > 2 * widths[60]
+
+
+def test_a_unit_that_moves_a_measure_one_way_in_one_class_and_the_other_way_in_another_is_not_pooled():
+    rng = np.random.default_rng(6)
+    units, samples = 3, 24
+    slopes = np.zeros((units, len(MEASURES)))
+    slopes[:, 0] = 3.0
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
+    # Unit 1 lowers object.x in class 1 as far as it raises it in class 0.
+    flipped = (changes["unit"] == 1) & (changes["class"] == 1)
+    changes.loc[flipped, "object.x"] = (
+        2 * changes.loc[flipped].groupby("sample")["object.x"].transform("first") - changes.loc[flipped, "object.x"]
+    )
+    nulls = null_table(rng, 32, samples, 0.2, 0.05)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0).set_index(["unit", "measure"])
+    kept, flipped_row = concepts.loc[(0, "object.x")], concepts.loc[(1, "object.x")]
+    assert kept["classes_agree"] and kept["selective"]
+    assert kept["class_effect_min"] > 5 and kept["class_effect_max"] > 5
+    assert not flipped_row["classes_agree"] and not flipped_row["selective"]
+    assert flipped_row["class_effect_min"] < -5 and flipped_row["class_effect_max"] > 5
