@@ -443,13 +443,13 @@ def change_scale(unit_std: np.ndarray) -> np.ndarray:
 
 def _top_concepts(unit_summary: pd.DataFrame, num_units: int) -> np.ndarray:
     """Each unit's top measure ("" when it has none) as an object array indexed by unit."""
-    missing = [c for c in ("unit", "top_measure") if c not in unit_summary.columns]
+    missing = [c for c in ("unit", "unique_measure") if c not in unit_summary.columns]
     if missing:
         raise KeyError(f"unit summary: column {missing[0]!r} is missing")
     concepts = np.full(num_units, "", dtype=object)
-    known = unit_summary.dropna(subset=["top_measure"])
+    known = unit_summary.dropna(subset=["unique_measure"])
     known = known[(known["unit"] >= 0) & (known["unit"] < num_units)]
-    concepts[known["unit"].to_numpy(dtype=np.int64)] = known["top_measure"].astype(str).to_numpy()
+    concepts[known["unit"].to_numpy(dtype=np.int64)] = known["unique_measure"].astype(str).to_numpy()
     return concepts
 
 
@@ -549,8 +549,8 @@ def concept_movement(flipped: pd.DataFrame, unit_summary: pd.DataFrame, *, n_boo
             "measure": np.concatenate(flipped["top_concepts"].to_numpy()),
         }
     )
-    top_effect = unit_summary.set_index("unit")["top_effect"].reindex(slots["unit"]).to_numpy()
-    slots["direction"] = np.sign(slots["change"].to_numpy()) * np.sign(top_effect)
+    unique_effect = unit_summary.set_index("unit")["unique_effect"].reindex(slots["unit"]).to_numpy()
+    slots["direction"] = np.sign(slots["change"].to_numpy()) * np.sign(unique_effect)
     labelled = slots.groupby("measure")["direction"].agg(["size", "mean"]).reindex(measures)
     frame["unit_share"] = labelled["size"].fillna(0).to_numpy() / len(slots)
     frame["unit_direction"] = labelled["mean"].to_numpy()

@@ -304,16 +304,43 @@ def _against_directions(
     return _Comparison(trimmed, effect, p, location, scale, excess_noise)
 
 
-def unit_summary(concepts: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
-    """One row per unit: its top concept and the classifier-side measures.
+LABELLED = "labelled"
+NOT_CONTROLLABLE = "controllability"
 
-    - ``top_measure``, ``top_effect``, ``top_q``: the selective measure with the largest
-      |effect|; motion measures only where nothing else is selective, because they say how
-      much the image moved, not what changed. Empty where nothing is selective.
-    - ``n_selective``: how many measures are selective.
+
+def unit_summary(
+    concepts: pd.DataFrame,
+    changes: pd.DataFrame,
+    tuning: pd.DataFrame | None = None,
+    redundancy: pd.Series | None = None,
+    *,
+    q: float = 0.05,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    min_control_slope: float = 0.0,
+    min_association: float = 0.0,
+) -> pd.DataFrame:
+    """One row per unit: its two labels, its redundancy and the classifier-side measures.
+
+    - The unique label (``unique_measure``, ``unique_sign``, ``unique_effect``, ``unique_q``):
+      from the sweep, what the unit adds beyond the rest of the layer; the selective measure
+      with the largest |effect|, motion measures only where nothing else is selective,
+      because they say how much the image moved, not what changed. Only a controllable unit
+      gets one: its sweep must move its own re-encoded activation, ``slope >=
+      min_control_slope``.
+    - The tuning label (``tuning_measure``, ``tuning_sign``, ``tuning_association``,
+      ``tuning_q``): from ``tuning`` (:func:`unit_tuning`), what the unit responds to across
+      natural samples; the selective measure with the largest |association|.
+    - ``unique_gate`` and ``tuning_gate``: ``labelled``, or what stopped the unit's strongest
+      candidate (largest |effect| or |association|): ``controllability``, ``link column``
+      (its q failed because its link column is fitting noise), ``q``, ``effect`` (too small),
+      ``classes`` (clear effects of opposite sign in two classes) or ``association``.
+    - ``n_selective``: how many measures are selective in the sweep.
+    - ``redundancy_r2``: the held-out R² of the unit from the rest of the layer
+      (:func:`unit_redundancy`); near 1 the unique label is poorly determined.
     - ``controllability``: the fraction of samples whose re-encoded activation rises with
       the requested value (positive least-squares slope over the steps).
-    - ``slope``: the pooled within-sample slope of achieved on requested (1: fully controlled).
+    - ``slope``: the pooled within-sample slope of achieved on requested (1: fully controlled);
+      ``controllable``: ``slope >= min_control_slope``.
     - ``specificity``: the mean |change| of the tuned unit over the mean absolute change of
       all other units, both at the last step.
     - ``prob_change``: the mean change of the original class's probability, last minus first
@@ -326,22 +353,86 @@ def unit_summary(concepts: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
         ["unit", "class", "sample", "step", "requested", "achieved", "achieved_change", "others_mean_abs_change",
          "pred", "target_prob"],
     )  # fmt: skip
-    selective = concepts[concepts["selective"]].copy()
+    index = pd.Index(np.sort(concepts["unit"].unique()), name="unit")
+    summary = pd.DataFrame(index=index)
+    control = classifier_measures(changes).reindex(index)
+    controllable = control["slope"] >= min_control_slope
+    unique = _label(concepts, "effect", index)
+    gate = _sweep_gates(concepts, index, q, min_effect)
+    gate = gate.where(controllable, NOT_CONTROLLABLE)
+    unique = unique.where(controllable)
+    summary["unique_measure"] = unique["measure"]
+    summary["unique_sign"] = np.sign(unique["effect"])
+    summary["unique_effect"] = unique["effect"]
+    summary["unique_q"] = unique["q"]
+    summary["unique_gate"] = gate
+    summary["n_selective"] = concepts.groupby("unit")["selective"].sum().reindex(index).astype(np.int64)
+    if tuning is not None:
+        tuned = _label(tuning, "association", index)
+        summary["tuning_measure"] = tuned["measure"]
+        summary["tuning_sign"] = np.sign(tuned["association"])
+        summary["tuning_association"] = tuned["association"]
+        summary["tuning_q"] = tuned["q"]
+        summary["tuning_gate"] = _tuning_gates(tuning, index, q, min_association)
+    if redundancy is not None:
+        summary["redundancy_r2"] = redundancy.reindex(index)
+    summary = summary.join(control, how="left")
+    summary["controllable"] = controllable
+    return summary.reset_index()
+
+
+def _label(tests: pd.DataFrame, strength: str, index: pd.Index) -> pd.DataFrame:
+    """Per unit, the selective test with the largest |strength|, motion only where nothing else is."""
+    selective = tests[tests["selective"]].copy()
     selective["is_motion"] = selective["measure"].map(quantity_of).isin(RELATIVE_QUANTITIES)
-    selective["magnitude"] = selective["effect"].abs()
+    selective["magnitude"] = selective[strength].abs()
     top = (
         selective.sort_values(["unit", "is_motion", "magnitude"], ascending=[True, True, False], kind="stable")
         .groupby("unit", sort=True)
         .head(1)
         .set_index("unit")
     )
-    summary = pd.DataFrame({"unit": np.sort(concepts["unit"].unique())}).set_index("unit")
-    summary["top_measure"] = top["measure"].reindex(summary.index)
-    summary["top_effect"] = top["effect"].reindex(summary.index)
-    summary["top_q"] = top["q"].reindex(summary.index)
-    summary["n_selective"] = concepts.groupby("unit")["selective"].sum().reindex(summary.index).astype(np.int64)
-    summary = summary.join(classifier_measures(changes), how="left")
-    return summary.reset_index()
+    return top[["measure", strength, "q"]].reindex(index)
+
+
+def _strongest(tests: pd.DataFrame, strength: str) -> pd.DataFrame:
+    """Per unit, its test with the largest |strength| (ties: the first)."""
+    ranked = tests.assign(magnitude=tests[strength].abs().fillna(-1.0))
+    return ranked.sort_values(["unit", "magnitude"], ascending=[True, False], kind="stable").groupby("unit").head(1)
+
+
+def _sweep_gates(concepts: pd.DataFrame, index: pd.Index, q: float, min_effect: float) -> pd.Series:
+    """Which test decided each unit's unique label (see :func:`unit_summary`)."""
+    top = _strongest(concepts, "effect").set_index("unit").reindex(index)
+    link_decides = top["p_link"] == top["p"] if "p_link" in top else pd.Series(False, index=index)
+    agree = top["classes_agree"].astype(bool) if "classes_agree" in top else pd.Series(True, index=index)
+    gate = np.select(
+        [
+            concepts.groupby("unit")["selective"].any().reindex(index, fill_value=False).to_numpy(),
+            ~(top["q"] <= q) & link_decides,
+            ~(top["q"] <= q),
+            ~(top["effect"].abs() >= min_effect),
+            ~agree,
+        ],
+        [LABELLED, "link column", "q", "effect", "classes"],
+        default=LABELLED,
+    )
+    return pd.Series(gate, index=index)
+
+
+def _tuning_gates(tuning: pd.DataFrame, index: pd.Index, q: float, min_association: float) -> pd.Series:
+    """Which test decided each unit's tuning label (see :func:`unit_summary`)."""
+    top = _strongest(tuning, "association").set_index("unit").reindex(index)
+    gate = np.select(
+        [
+            tuning.groupby("unit")["selective"].any().reindex(index, fill_value=False).to_numpy(),
+            ~(top["q"] <= q),
+            ~(top["association"].abs() >= min_association),
+        ],
+        [LABELLED, "q", "association"],
+        default=LABELLED,
+    )
+    return pd.Series(gate, index=index)
 
 
 def classifier_measures(changes: pd.DataFrame) -> pd.DataFrame:
@@ -619,3 +710,125 @@ def _bootstrap_effect_ci(
                 warnings.simplefilter("ignore", RuntimeWarning)
                 low[block], high[block] = np.nanpercentile(chosen, tails, axis=2)
     return low, high
+
+
+TUNING_COLUMNS = ("unit", "measure", "n", "association", "p", "q", "selective")
+
+
+def unit_tuning(
+    r: np.ndarray,
+    units: np.ndarray,
+    classes: np.ndarray,
+    observed: pd.DataFrame,
+    measures: Sequence[str],
+    *,
+    permutations: int,
+    seed: int,
+    q: float,
+    min_association: float,
+) -> pd.DataFrame:
+    """Each unit's tuning: one row per unit x measure with the columns of ``TUNING_COLUMNS``.
+
+    ``r [N, U]`` holds the activations of units ``units [U]`` on N natural samples of classes
+    ``classes [N]``, and ``observed`` those samples' image measures (rows in the same order).
+    ``association`` is the pooled within-class rank correlation of the unit with the
+    measure: both are ranked within each class and centred there, so a measure that only
+    differs between classes, as the unit does, is no tuning. ``p`` tests it against a
+    permutation null that shuffles the measures within each class (``permutations``
+    shuffles): the correlation over the permutations' spread, read from the normal tail,
+    so that p-values far below ``1 / permutations`` are still resolved, as Benjamini-
+    Hochberg over thousands of tests needs. ``q`` is Benjamini-Hochberg over units x
+    measures, and ``selective`` is ``q <= q`` and ``|association| >= min_association``.
+    Motion measures are left out: a single render does not move.
+    """
+    measures = [m for m in measures if quantity_of(m) not in RELATIVE_QUANTITIES]
+    _require_columns(observed, "sample measures", measures)
+    r = np.asarray(r, dtype=np.float64)
+    classes = np.asarray(classes)
+    if len(r) != len(observed) or len(r) != len(classes):
+        raise ValueError(f"unit_tuning: {len(r)} activation rows, {len(observed)} measured, {len(classes)} classes")
+    unit_ranks = _within_class_ranks(r, classes)
+    measure_values = observed[measures].to_numpy(dtype=np.float64)
+    measure_ranks = _within_class_ranks(measure_values, classes)
+    association = _correlation(unit_ranks, measure_ranks)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    shuffled_sq = np.zeros_like(association)
+    for _ in range(permutations):
+        order = np.concatenate([rng.permutation(group) for group in groups])
+        target = np.concatenate(groups)
+        permuted = np.empty_like(measure_ranks)
+        permuted[target] = measure_ranks[order]
+        shuffled_sq += _correlation(unit_ranks, permuted) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        null_sd = np.sqrt(shuffled_sq / max(permutations, 1))
+        p = 2 * scipy_stats.norm.sf(np.abs(association) / null_sd)
+    p = np.where(np.isfinite(p), p, np.nan)
+    q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
+    frame = pd.DataFrame(
+        {
+            "unit": np.repeat(np.asarray(units, dtype=np.int64), len(measures)),
+            "measure": np.tile(measures, len(units)),
+            "n": len(r),
+            "association": association.ravel(),
+            "p": p.ravel(),
+            "q": q_values.ravel(),
+        }
+    )
+    frame["selective"] = (frame["q"] <= q) & (frame["association"].abs() >= min_association)
+    return frame
+
+
+def _within_class_ranks(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``values [N, K]`` ranked within each class (ties averaged) and centred there; NaN counts as the median."""
+    ranks = np.zeros_like(values, dtype=np.float64)
+    for c in np.unique(classes):
+        rows = classes == c
+        ranked = scipy_stats.rankdata(values[rows], axis=0, nan_policy="omit")
+        ranked = ranked - np.nanmean(ranked, axis=0)
+        ranks[rows] = np.nan_to_num(ranked)
+    return ranks
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[A, B]`` correlations of centred columns ``a [N, A]`` and ``b [N, B]``; NaN for a constant column."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norms = np.sqrt(np.sum(a**2, axis=0))[:, None] * np.sqrt(np.sum(b**2, axis=0))[None, :]
+        return np.where(norms > 0, (a.T @ b) / norms, np.nan)
+
+
+def unit_redundancy(r: np.ndarray, units: np.ndarray, *, folds: int, alphas: Sequence[float], seed: int) -> pd.Series:
+    """Per unit of ``units`` (columns of the whole layer ``r [N, U_all]``): the held-out R² of
+    its activation from all other units of the layer, by ridge regression in k folds.
+
+    Every unit's ridge on the others comes from one inverse per fold: with ``P`` the inverse
+    of the standardised Gram matrix plus ``alpha`` I, unit i's coefficients on the others are
+    ``-P[:, i] / P[i, i]``. Each unit takes the ``alpha`` (times the training rows) of
+    ``alphas`` with its least held-out error: one strength for all would suit the many
+    units the layer barely predicts and shrink away the copies it predicts exactly (the
+    choice among a handful of strengths flatters R² by little). NaN for a constant unit. A value near 1
+    says the rest of the layer carries the unit, so what a sweep of it alone shows, its
+    unique contribution, is small and poorly determined.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    n, width = r.shape
+    if folds < 2 or n < 2 * folds:
+        raise ValueError(f"unit_redundancy: need at least 2 folds of 2 samples, got {folds} folds of {n} samples")
+    fold_of = np.random.default_rng(seed).permutation(n) % folds
+    errors = np.zeros((len(alphas), width))
+    totals = np.zeros(width)
+    for fold in range(folds):
+        train, test = r[fold_of != fold], r[fold_of == fold]
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        x_train, x_test = (train - mean) / std, (test - mean) / std
+        gram = x_train.T @ x_train
+        totals += np.sum(x_test**2, axis=0)
+        for k, alpha in enumerate(alphas):
+            precision = np.linalg.inv(gram + alpha * len(train) * np.eye(width))
+            coefficients = -precision / np.diag(precision)[None, :]
+            np.fill_diagonal(coefficients, 0.0)
+            errors[k] += np.sum((x_test - x_test @ coefficients) ** 2, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(totals > 0, 1 - errors.min(axis=0) / totals, np.nan)
+    return pd.Series(r2[np.asarray(units, dtype=np.int64)], index=pd.Index(units, name="unit"), name="redundancy_r2")

@@ -39,8 +39,9 @@ while the measures' masks come from the classifier's features and a colour model
 assume that the border shows background; otherwise a planted unit and the measure it should
 be found by agree only through the images.
 
-:func:`score_validation` turns the pipeline's outputs into precision and recall of the top
-concept over planted units, and the fraction of null-unit tests that came out selective.
+:func:`score_validation` turns the pipeline's outputs into precision and recall of each of
+a unit's two labels (unique and tuning) over planted units, and the fraction of null-unit
+tests that came out selective.
 """
 
 from __future__ import annotations
@@ -298,44 +299,63 @@ def function_set(name: str) -> dict[str, tuple[str, Callable[[Statistics], torch
     return FUNCTION_SETS[name]
 
 
+LABELS = ("unique", "tuning")
+
+
 def score_validation(
-    summary: pd.DataFrame, concepts: pd.DataFrame, planted_truth: Mapping[int, str | None]
+    summary: pd.DataFrame,
+    concepts: pd.DataFrame,
+    planted_truth: Mapping[int, str | None],
+    tuning: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Precision and recall of the top concept over planted units, and the null units' false rate.
+    """Precision and recall of each label over planted units, and the null units' false-positive rates.
 
     ``planted_truth`` maps unit ids to their true measure, or to None for a null unit (as
-    :attr:`PlantedClassifier.unit_truth` does). Precision: correct top concepts over planted
-    units that got one; recall: correct top concepts over all planted units; ``null_fdr``:
-    selective tests over all tests of null units.
+    :attr:`PlantedClassifier.unit_truth` does). For each label (``unique`` from the sweep,
+    ``tuning`` from the association across samples, where ``tuning`` holds its tests):
+    precision, correct labels over planted units that got one; recall, correct labels over
+    all planted units; ``{label}_null_false_positive_rate``, the selective tests over all
+    tests of null units, a per-test false-positive rate (not a false discovery rate: null
+    units are a handful among many tests). The truth is the dominant statistic of each
+    planted function, for both labels.
     """
     truth = {int(unit): measure for unit, measure in planted_truth.items()}
     planted = sorted(unit for unit, measure in truth.items() if measure is not None)
     nulls = sorted(unit for unit, measure in truth.items() if measure is None)
-    tops = summary.set_index("unit")["top_measure"]
-    missing = [unit for unit in planted + nulls if unit not in tops.index]
+    by_unit = summary.set_index("unit")
+    missing = [unit for unit in planted + nulls if unit not in by_unit.index]
     if missing:
         raise KeyError(f"summary: planted or null unit {missing[0]} is missing")
+    labels = [label for label in LABELS if f"{label}_measure" in by_unit.columns]
+    tests = {"unique": concepts, "tuning": tuning}
 
     rows = []
     for unit in planted:
-        top = tops.loc[unit]
-        top = None if pd.isna(top) else str(top)
-        rows.append({"unit": unit, "truth": truth[unit], "top_measure": top, "correct": top == truth[unit]})
-    labelled = [row for row in rows if row["top_measure"] is not None]
-    correct = sum(row["correct"] for row in rows)
-    null_tests = concepts[concepts["unit"].isin(nulls)]
-    return {
-        "precision": correct / len(labelled) if labelled else None,
-        "recall": correct / len(planted) if planted else None,
-        "null_fdr": float(null_tests["selective"].mean()) if len(null_tests) else None,
-        "n_planted": len(planted),
-        "n_labelled": len(labelled),
-        "n_correct": int(correct),
-        "n_null_units": len(nulls),
-        "n_null_tests": len(null_tests),
-        "n_null_selective": int(null_tests["selective"].sum()),
-        "units": rows,
-    }
+        row: dict[str, Any] = {"unit": unit, "truth": truth[unit]}
+        for label in labels:
+            value = by_unit.at[unit, f"{label}_measure"]
+            value = None if pd.isna(value) else str(value)
+            row[f"{label}_measure"] = value
+            row[f"{label}_correct"] = value == truth[unit]
+            row[f"{label}_gate"] = by_unit.at[unit, f"{label}_gate"] if f"{label}_gate" in by_unit else None
+        rows.append(row)
+    score: dict[str, Any] = {}
+    for label in labels:
+        labelled = [row for row in rows if row[f"{label}_measure"] is not None]
+        correct = sum(row[f"{label}_correct"] for row in rows)
+        score[f"{label}_precision"] = correct / len(labelled) if labelled else None
+        score[f"{label}_recall"] = correct / len(planted) if planted else None
+        score[f"{label}_n_labelled"] = len(labelled)
+        score[f"{label}_n_correct"] = int(correct)
+        label_tests = tests[label]
+        null_tests = label_tests[label_tests["unit"].isin(nulls)] if label_tests is not None else pd.DataFrame()
+        score[f"{label}_null_false_positive_rate"] = float(null_tests["selective"].mean()) if len(null_tests) else None
+        score[f"{label}_n_null_tests"] = len(null_tests)
+        score[f"{label}_n_null_selective"] = int(null_tests["selective"].sum()) if len(null_tests) else 0
+    score["n_planted"] = len(planted)
+    score["n_null_units"] = len(nulls)
+    score["units"] = rows
+    return score
 
 
 def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def test_concept_movement_reads_changes_and_unit_labels_of_successful_samples():
                              ["", "object.area"]],
         }
     )  # fmt: skip
-    unit_summary = pd.DataFrame({"unit": [1, 2, 3, 4], "top_effect": [-1.5, 2.0, np.nan, np.nan]})
+    unit_summary = pd.DataFrame({"unit": [1, 2, 3, 4], "unique_effect": [-1.5, 2.0, np.nan, np.nan]})
     moved = concept_movement(flipped, unit_summary, n_boot=200, seed=0).set_index("measure")
 
     area = moved.loc["object.area"]

@@ -14,7 +14,9 @@ from pipeline.stats import (
     selective_counts,
     trimmed_mean,
     unit_concepts,
+    unit_redundancy,
     unit_summary,
+    unit_tuning,
     yuen_p,
 )
 
@@ -104,13 +106,13 @@ def test_planted_effects_are_found_with_their_measure_and_sign():
     summary = unit_summary(concepts, changes).set_index("unit")
 
     for unit, (measure, slope) in planted.items():
-        assert summary.loc[unit, "top_measure"] == MEASURES[measure]
-        assert np.sign(summary.loc[unit, "top_effect"]) == np.sign(slope)
+        assert summary.loc[unit, "unique_measure"] == MEASURES[measure]
+        assert np.sign(summary.loc[unit, "unique_effect"]) == np.sign(slope)
         row = concepts[(concepts["unit"] == unit) & (concepts["measure"] == MEASURES[measure])].iloc[0]
         assert row["ci_low"] <= row["effect"] <= row["ci_high"]
         assert row["selective"] and row["q"] <= 0.05
     # The effect is in units of the random directions' spread.
-    assert summary.loc[3, "top_effect"] == pytest.approx(3.0 / 0.2, rel=0.35)
+    assert summary.loc[3, "unique_effect"] == pytest.approx(3.0 / 0.2, rel=0.35)
     others = concepts[~concepts["unit"].isin(planted)]
     assert others["selective"].mean() <= 0.05
     assert set(concepts.columns) >= {"unit", "measure", "effect", "ci_low", "ci_high", "p", "q", "selective"}
@@ -390,3 +392,81 @@ def test_a_unit_that_moves_a_measure_one_way_in_one_class_and_the_other_way_in_a
     assert kept["class_effect_min"] > 5 and kept["class_effect_max"] > 5
     assert not flipped_row["classes_agree"] and not flipped_row["selective"]
     assert flipped_row["class_effect_min"] < -5 and flipped_row["class_effect_max"] > 5
+
+
+def test_a_unit_whose_sweep_does_not_move_its_own_activation_gets_no_unique_label():
+    rng = np.random.default_rng(7)
+    units, samples = 4, 24
+    slopes = np.zeros((units, len(MEASURES)))
+    slopes[:, 0] = 3.0
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
+    # Unit 2's re-encoded activation stays where it was whatever is requested.
+    stuck = changes["unit"] == 2
+    changes.loc[stuck, "achieved"] = 0.1 * rng.standard_normal(int(stuck.sum()))
+    nulls = null_table(rng, 32, samples, 0.2, 0.05)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
+    summary = unit_summary(concepts, changes, min_control_slope=0.5).set_index("unit")
+    assert concepts.set_index(["unit", "measure"]).loc[(2, "object.x"), "selective"]
+    assert not summary.loc[2, "controllable"] and pd.isna(summary.loc[2, "unique_measure"])
+    assert summary.loc[2, "unique_gate"] == "controllability"
+    assert summary.loc[0, "controllable"] and summary.loc[0, "unique_measure"] == "object.x"
+    assert summary.loc[0, "unique_gate"] == "labelled" and summary.loc[0, "unique_sign"] == 1
+
+
+def test_the_gate_names_what_stopped_the_strongest_candidate():
+    concepts = pd.DataFrame(
+        {
+            "unit": [0, 1, 2, 3],
+            "measure": ["object.x"] * 4,
+            "effect": [1.0, 9.0, 9.0, 9.0],
+            "q": [0.01, 0.5, 0.5, 0.01],
+            "p": [0.001, 0.2, 0.2, 0.001],
+            "p_link": [0.001, 0.2, 0.01, 0.001],
+            "classes_agree": [True, True, True, False],
+            "selective": [False] * 4,
+        }
+    )
+    rng = np.random.default_rng(8)
+    changes = sweeps(rng, np.zeros((4, len(MEASURES))), np.ones(4), 4, 0.05, np.arange(4))
+    gates = unit_summary(concepts, changes, q=0.05, min_effect=2.0)["unique_gate"].tolist()
+    assert gates == ["effect", "link column", "q", "classes"]
+
+
+def test_tuning_finds_the_within_class_association_and_ignores_class_differences():
+    rng = np.random.default_rng(9)
+    n, classes = 600, np.repeat(np.arange(3), 200)
+    statistic = rng.standard_normal(n)
+    observed = pd.DataFrame(
+        {
+            "object.x": statistic,
+            "object.area": rng.standard_normal(n) + 3 * classes,
+            "object.y": rng.standard_normal(n),
+            "image.motion": 0.0,
+        }
+    )
+    r = rng.standard_normal((n, 40))
+    r[:, 0] = np.tanh(1.5 * statistic) + 0.3 * rng.standard_normal(n)  # tuned to x, monotone
+    r[:, 1] = classes + 0.01 * rng.standard_normal(n)  # differs between classes only, like area
+    r[:, 2] = 0.0  # a dead unit
+    tuning = unit_tuning(
+        r, np.arange(40), classes, observed, list(observed.columns),
+        permutations=200, seed=0, q=0.05, min_association=0.1,
+    ).set_index(["unit", "measure"])  # fmt: skip
+    assert "image.motion" not in tuning.index.get_level_values("measure")
+    assert tuning.loc[(0, "object.x"), "selective"] and tuning.loc[(0, "object.x"), "association"] > 0.8
+    assert not tuning.loc[(1, "object.area"), "selective"]
+    assert tuning.loc[2, "p"].isna().all()
+    noise = tuning.drop(index=[0, 1, 2], level="unit")
+    # The permutation-calibrated p-values of independent units are close to uniform.
+    assert noise["selective"].mean() <= 0.01
+    assert 0.02 <= (noise["p"] <= 0.05).mean() <= 0.09
+
+
+def test_redundancy_is_high_for_a_unit_the_others_carry_and_near_zero_for_one_they_do_not():
+    rng = np.random.default_rng(10)
+    r = rng.standard_normal((400, 30))
+    r[:, 1] = r[:, 0] + 0.05 * rng.standard_normal(400)
+    r[:, 2] = 0.0
+    redundancy = unit_redundancy(r, np.array([0, 1, 2, 3]), folds=4, alphas=(0.01, 0.1, 1.0), seed=0)
+    assert redundancy[0] > 0.95 and redundancy[1] > 0.95
+    assert np.isnan(redundancy[2]) and abs(redundancy[3]) < 0.1

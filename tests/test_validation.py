@@ -151,25 +151,31 @@ def test_held_back_functions_are_separate_and_follow_their_truth():
     assert loaded.num_units == BASE_UNITS + 1 + 2
 
 
-def test_score_validation_counts_top_concepts_and_null_selections():
+def test_score_validation_scores_each_label_and_the_null_units_per_test():
     truth = {10: "object.x", 11: "object.x", 12: "object.area", 13: "background.luminance", 20: None, 21: None}
     summary = pd.DataFrame(
         {
             "unit": [0, 10, 11, 12, 13, 20, 21],
-            "top_measure": ["object.hue", "object.x", "object.y", None, "background.luminance", None, "object.x"],
+            "unique_measure": ["object.hue", "object.x", "object.y", None, "background.luminance", None, "object.x"],
+            "unique_gate": ["labelled", "labelled", "labelled", "controllability", "labelled", "q", "labelled"],
+            "tuning_measure": [None, "object.x", "object.x", "object.area", "object.y", None, None],
+            "tuning_gate": ["q", "labelled", "labelled", "labelled", "labelled", "q", "q"],
         }
     )
-    concepts = pd.DataFrame(
-        {
-            "unit": np.repeat([20, 21], 5),
-            "measure": ["object.x", "object.y", "object.area", "object.hue", "image.motion"] * 2,
-            "selective": [False] * 9 + [True],
-        }
-    )
-    score = score_validation(summary, concepts, truth)
-    assert score["recall"] == pytest.approx(2 / 4)
-    assert score["precision"] == pytest.approx(2 / 3)
-    assert score["null_fdr"] == pytest.approx(1 / 10)
-    assert score["n_null_selective"] == 1 and score["n_labelled"] == 3
+    null_tests = {
+        "unit": np.repeat([20, 21], 5),
+        "measure": ["object.x", "object.y", "object.area", "object.hue", "image.motion"] * 2,
+    }
+    concepts = pd.DataFrame({**null_tests, "selective": [False] * 9 + [True]})
+    tuning = pd.DataFrame({**null_tests, "selective": [False] * 10})
+    score = score_validation(summary, concepts, truth, tuning)
+    assert score["unique_recall"] == pytest.approx(2 / 4)
+    assert score["unique_precision"] == pytest.approx(2 / 3)
+    assert score["unique_null_false_positive_rate"] == pytest.approx(1 / 10)
+    assert score["unique_n_null_selective"] == 1 and score["unique_n_labelled"] == 3
+    assert score["tuning_recall"] == pytest.approx(3 / 4) and score["tuning_precision"] == pytest.approx(3 / 4)
+    assert score["tuning_null_false_positive_rate"] == 0.0
+    unit_12 = next(row for row in score["units"] if row["unit"] == 12)
+    assert unit_12["unique_gate"] == "controllability" and unit_12["tuning_correct"]
     with pytest.raises(KeyError, match="14"):
         score_validation(summary, concepts, {**truth, 14: "object.y"})

@@ -8,6 +8,7 @@ run_stage(
     threads=job.threads,
     concepts_path=job.input.concepts,
     summary_path=job.input.summary,
+    tuning_path=job.input.tuning,
     out_path=job.output[0],
     classifier=job.params.classifier["spec"],
 )
