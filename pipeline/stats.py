@@ -832,3 +832,25 @@ def unit_redundancy(r: np.ndarray, units: np.ndarray, *, folds: int, alphas: Seq
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = np.where(totals > 0, 1 - errors.min(axis=0) / totals, np.nan)
     return pd.Series(r2[np.asarray(units, dtype=np.int64)], index=pd.Index(units, name="unit"), name="redundancy_r2")
+
+
+def held_out_r2(predictors: np.ndarray, target: np.ndarray, *, folds: int, alphas: Sequence[float], seed: int) -> float:
+    """Held-out R² of ``target [N]`` from ``predictors [N, K]`` by ridge regression in k folds,
+    with the strength (times the training rows) of ``alphas`` that predicts best."""
+    x = np.asarray(predictors, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    fold_of = np.random.default_rng(seed).permutation(len(y)) % folds
+    errors = np.zeros(len(alphas))
+    total = 0.0
+    for fold in range(folds):
+        train, test = fold_of != fold, fold_of == fold
+        mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        x_train, x_test = (x[train] - mean) / std, (x[test] - mean) / std
+        y_mean = y[train].mean()
+        gram, moment = x_train.T @ x_train, x_train.T @ (y[train] - y_mean)
+        total += float(np.sum((y[test] - y_mean) ** 2))
+        for k, alpha in enumerate(alphas):
+            coefficients = np.linalg.solve(gram + alpha * train.sum() * np.eye(x.shape[1]), moment)
+            errors[k] += float(np.sum((y[test] - y_mean - x_test @ coefficients) ** 2))
+    return float(1 - errors.min() / total) if total > 0 else float("nan")

@@ -19,7 +19,7 @@ from pipeline.measures import selected_measures
 from pipeline.models import load_classifier
 from pipeline.stats import unit_concepts, unit_redundancy, unit_summary, unit_tuning
 from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
-from pipeline.validation import FUNCTION_SETS, score_validation
+from pipeline.validation import FUNCTION_SETS, score_validation, unique_truths
 
 PLANTED_ENTRYPOINT = "pipeline.validation:planted_classifier"
 # Ridge strengths (per training sample) for each unit's redundancy; unit_redundancy picks per unit.
@@ -108,15 +108,22 @@ def validate_concepts(
     concepts_path: str | Path,
     summary_path: str | Path,
     tuning_path: str | Path,
+    activations_path: str | Path,
+    observed_path: str | Path,
     out_path: str | Path,
     *,
     classifier: Mapping[str, Any],
+    folds: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Write ``concepts/validation.json``: the concepts scored against the planted classifier's truth.
 
     Besides :func:`pipeline.validation.score_validation`'s figures, each planted unit's row
     holds its name and how its true measure fared in the sweep (``truth_effect``,
-    ``truth_q``, ``truth_selective``) and across samples (``truth_association``), and
+    ``truth_q``, ``truth_selective``) and across samples (``truth_association``), its
+    unique truth (:func:`pipeline.validation.unique_truths`, over the samples of
+    ``observed_path`` with the layer of ``activations_path``; ``folds`` and ``seed`` of its
+    ridge) with each component's ``component_r2`` and ``component_residual``, and
     ``null_units`` lists each null unit's selective measures of either label. Planted and
     null units that the run did not sweep are left out and counted in ``units_not_swept``.
     ``function_set`` names the planted set and ``development_set`` says whether the
@@ -135,7 +142,13 @@ def validate_concepts(
         planted = [unit for unit, measure in model.unit_truth.items() if measure is not None]
         raise ValueError(f"config key 'units': none of the planted units {min(planted)}-{max(planted)} was swept")
 
-    score = score_validation(summary, concepts, truth, tuning)
+    observed = read_parquet(observed_path)
+    activations, _ = read_zarr(activations_path, ["r"])
+    unique = unique_truths(model, activations["r"][observed["sample"].to_numpy()], observed, folds=folds, seed=seed)
+    unique = {unit: found for unit, found in unique.items() if unit in truth}
+    score = score_validation(
+        summary, concepts, truth, tuning, {unit: found["measure"] for unit, found in unique.items()}
+    )
     by_test = concepts.set_index(["unit", "measure"])
     by_tuning = tuning.set_index(["unit", "measure"])
     for row in score["units"]:
@@ -146,6 +159,8 @@ def validate_concepts(
         row["truth_q"] = _finite(by_test.loc[key, "q"]) if tested else None
         row["truth_selective"] = bool(by_test.loc[key, "selective"]) if tested else False
         row["truth_association"] = _finite(by_tuning.loc[key, "association"]) if key in by_tuning.index else None
+        row["component_r2"] = unique[row["unit"]]["r2"]
+        row["component_residual"] = unique[row["unit"]]["residual"]
     null_ids = [unit for unit, measure in truth.items() if measure is None]
     score["null_units"] = [
         {

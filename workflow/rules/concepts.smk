@@ -62,13 +62,17 @@ rule validation:
         concepts=f"{RESULTS}/concepts/unit_concepts.parquet",
         summary=f"{RESULTS}/concepts/unit_summary.parquet",
         tuning=f"{RESULTS}/concepts/unit_tuning.parquet",
+        activations=f"{RESULTS}/activations.zarr",
+        observed=f"{RESULTS}/tables/sample_measures.parquet",
     output:
         f"{RESULTS}/concepts/validation.json",
     log:
         f"{LOGS}/validation.log",
     params:
         classifier=model_params("classifier"),
-        code=stage_code("stages.concepts", "validation", *MODEL_CODE),
+        folds=config["concepts"]["redundancy_folds"],
+        seed=config["concepts"]["seed"],
+        code=stage_code("stages.concepts", "validation", "stats", *MODEL_CODE),
     threads: 1
     conda:
         CONDA_ENV
