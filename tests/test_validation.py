@@ -13,9 +13,11 @@ from pipeline.validation import (
     PLANTED_FUNCTIONS,
     PLANTED_TRUTH,
     PlantedClassifier,
+    function_set_components,
     image_statistics,
     planted_classifier,
     score_validation,
+    unique_truths,
 )
 from pipeline.world import render, sample_factors
 
@@ -179,3 +181,44 @@ def test_score_validation_scores_each_label_and_the_null_units_per_test():
     assert unit_12["unique_gate"] == "controllability" and unit_12["tuning_correct"]
     with pytest.raises(KeyError, match="14"):
         score_validation(summary, concepts, {**truth, 14: "object.y"})
+
+
+def test_a_drawn_set_is_the_same_for_its_seed_and_mixes_nonlinear_functions_and_mixtures():
+    functions, components = function_set_components("drawn:7")
+    again, _ = function_set_components("drawn:7")
+    other, _ = function_set_components("drawn:8")
+    assert list(functions) == list(again) and list(functions) != list(other)
+    assert len(functions) == 6 and len({truth for truth, _ in functions.values()}) == 6
+    weights = sorted(sorted(c.values()) for c in components.values())
+    assert weights == [[0.3, 0.7]] * 3 + [[1.0]] * 3
+    for name, (truth, _) in functions.items():
+        assert max(components[name], key=components[name].get) == truth
+    with pytest.raises(ValueError, match="drawn:<seed>"):
+        function_set_components("drawn:x")
+
+
+def test_a_small_layer_holds_the_planted_and_null_units_alone():
+    small = planted_classifier(BASE_SPEC, n_null=2, functions="drawn:7", keep_base=False)
+    images = circles(5, 1)
+    with torch.no_grad():
+        features = small.features(images)
+    assert small.num_units == 6 + 2 and features.shape == (5, 8) and small.head is None
+    assert small.unit_names[0].startswith("planted:") and set(small.components) == set(small.functions)
+
+
+def test_the_unique_truth_of_a_mixture_is_the_component_the_rest_of_the_layer_lacks():
+    small = planted_classifier(
+        BASE_SPEC, planted=["object_area_mix", "object_y_tanh"], n_null=0, functions="held-back-1"
+    )
+    rng = np.random.default_rng(0)
+    n = 300
+    area, redness, x = rng.standard_normal((3, n))
+    observed = pd.DataFrame({"object.area": area, "object.redness": redness, "object.y": x})
+    layer = rng.standard_normal((n, small.num_units))
+    mixture, linear = BASE_UNITS, BASE_UNITS + 1
+    layer[:, mixture] = 0.7 * area + 0.3 * redness
+    layer[:, linear] = x
+    layer[:, 0] = area + 0.05 * rng.standard_normal(n)  # a base unit already carries area
+    truths = unique_truths(small, layer, observed, folds=4, seed=0)
+    assert truths[mixture]["measure"] == "object.redness" and truths[mixture]["r2"]["object.area"] > 0.9
+    assert truths[linear]["measure"] == "object.y"
