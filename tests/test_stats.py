@@ -8,7 +8,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from pipeline.stats import (
+    CONCEPT_COLUMNS,
     TRIM,
+    TUNING_COLUMNS,
     benjamini_hochberg,
     classifier_measures,
     selective_counts,
@@ -386,7 +388,9 @@ def test_a_unit_that_moves_a_measure_one_way_in_one_class_and_the_other_way_in_a
         2 * changes.loc[flipped].groupby("sample")["object.x"].transform("first") - changes.loc[flipped, "object.x"]
     )
     nulls = null_table(rng, 32, samples, 0.2, 0.05)
-    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0).set_index(["unit", "measure"])
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
+    assert tuple(concepts.columns) == CONCEPT_COLUMNS
+    concepts = concepts.set_index(["unit", "measure"])
     kept, flipped_row = concepts.loc[(0, "object.x")], concepts.loc[(1, "object.x")]
     assert kept["classes_agree"] and kept["selective"]
     assert kept["class_effect_min"] > 5 and kept["class_effect_max"] > 5
@@ -451,7 +455,9 @@ def test_tuning_finds_the_within_class_association_and_ignores_class_differences
     tuning = unit_tuning(
         r, np.arange(40), classes, observed, list(observed.columns),
         permutations=200, seed=0, q=0.05, min_association=0.1,
-    ).set_index(["unit", "measure"])  # fmt: skip
+    )  # fmt: skip
+    assert tuple(tuning.columns) == TUNING_COLUMNS
+    tuning = tuning.set_index(["unit", "measure"])
     assert "image.motion" not in tuning.index.get_level_values("measure")
     assert tuning.loc[(0, "object.x"), "selective"] and tuning.loc[(0, "object.x"), "association"] > 0.8
     assert not tuning.loc[(1, "object.area"), "selective"]
