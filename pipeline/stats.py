@@ -83,10 +83,20 @@ fitting noise, which the link test tells from a learnt column directly; a floor 
 distance (the re-render chain's wander in w) also stopped them, but cost a held-back
 planted unit with a short, learnt column its label.
 
-What a label means. A sweep sets one unit and keeps the others, as in the paper, so through
-a linear link a concept is what the unit carries beyond the rest of the layer. A unit that
-mixes a statistic the layer carries elsewhere with one it lacks points mostly at the latter,
-or at nothing clearly: the validation's area mixtures go unlabelled (docs/benchmarks.md).
+What a label means: two labels. A sweep sets one unit and keeps the others, as in the paper,
+so through a linear link it shows what the unit carries beyond the rest of the layer: its
+unique label (:func:`unit_summary`). A unit that mixes a statistic the layer carries elsewhere
+with one it lacks points mostly at the latter, so the validation scores the unique label
+against the component the rest of the layer cannot stand in for
+(:func:`pipeline.validation.unique_truths`). What a unit responds to across natural samples
+is its tuning label (:func:`unit_tuning`): the within-class rank association of its
+activation with each measure over the accepted samples, tested against within-class
+permutations, which needs no generator and no null directions; its redundancy
+(:func:`unit_redundancy`, the held-out R² from the other units) says how much of the unit the
+rest of the layer carries, and so how poorly its unique label is determined. The unique
+label is given only to units whose sweep moves their own re-encoded activation (the
+controllability gate of :func:`unit_summary`): a unit the generator cannot set says nothing
+through its sweep.
 The observational alternative, moving every other unit by its regression on the swept one
 (and random directions likewise), was measured and not adopted: it labels units by what
 co-varies with them, and against random read-outs of the layer, which all move object
