@@ -389,6 +389,15 @@ def unit_table(context: _Context, ranked: Sequence[int]) -> str:
     )
 
 
+def _class_range(rows: pd.DataFrame) -> str:
+    """The per-class effects of a unit's strongest measure (``rows`` by decreasing |effect|)."""
+    if rows.empty or "class_effect_min" not in rows or pd.isna(rows["class_effect_min"].iloc[0]):
+        return "–"
+    top = rows.iloc[0]
+    verdict = "" if top["classes_agree"] else " (opposite signs: not pooled into a label)"
+    return f"{top['measure']}: {fmt(float(top['class_effect_min']))} to {fmt(float(top['class_effect_max']))}{verdict}"
+
+
 def _optional_value(summary: pd.DataFrame, unit: int, column: str) -> float | None:
     return _summary_value(summary, unit, column) if column in summary else None
 
@@ -450,6 +459,7 @@ def unit_page(unit: int, context: _Context, changes: pd.DataFrame, neighbours: t
         "tuning q": _optional_value(context.summary, unit, "tuning_q"),
         "tuning label decided by": _optional_text(context.summary, unit, "tuning_gate"),
         "redundancy R²": _optional_value(context.summary, unit, "redundancy_r2"),
+        "per-class effects of the strongest measure": _class_range(rows),
         "selective measures": len(context.selective_measures.get(unit, [])),
         **{field.replace("_", " "): _summary_value(context.summary, unit, field) for field in SUMMARY_FIELDS},
     }
