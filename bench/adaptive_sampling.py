@@ -195,8 +195,8 @@ def report(
         found = unit_concepts(table, nulls, measures, **settings)
         results[design] = (table, found, unit_summary(found, table).set_index("unit"))
     (fixed, fixed_concepts, fixed_summary), (adaptive, adaptive_concepts, adaptive_summary) = results.values()
-    top_fixed = fixed_summary["top_measure"].fillna("none")
-    top_adaptive = adaptive_summary["top_measure"].fillna("none").reindex(top_fixed.index)
+    top_fixed = fixed_summary["unique_measure"].fillna("none")
+    top_adaptive = adaptive_summary["unique_measure"].fillna("none").reindex(top_fixed.index)
     merged = fixed_concepts.merge(adaptive_concepts, on=["unit", "measure"], suffixes=("_fixed", "_adaptive"))
     summary = {
         "units": len(units),

@@ -50,9 +50,18 @@ For each unit u and measure m, the change of a sample is its last step minus its
 - ``p``: the largest of the three, so a unit must beat both nulls and have a column that
   is more than fitting noise (an intersection-union test, valid without assumptions on how
   the three relate).
-- ``q``: Benjamini-Hochberg over all units x measures; ``selective``: ``q <= q_level`` and
-  ``|effect| >= min_effect``.
-- ``ci_low``, ``ci_high``: percentile bootstrap of the effect over samples (null fixed).
+- ``q``: Benjamini-Hochberg over all units x measures (scipy's ``false_discovery_control``).
+- ``class_effect_min``, ``class_effect_max``: the smallest and largest of the unit's effects
+  within each class (:func:`class_effects`: its samples of one class against the random
+  directions' samples of that class, on the chosen footing); ``classes_agree``: no two
+  classes have clear effects (``|effect| >= min_effect``) of opposite sign. Where they
+  disagree the pooled effect averages two opposite concepts away, so it is not a label;
+  the per-class effects are what to read.
+- ``selective``: ``q <= q_level``, ``|effect| >= min_effect`` and ``classes_agree``.
+- ``ci_low``, ``ci_high``: percentile bootstrap of the effect. Each replicate resamples the
+  unit's samples and the random directions (the null's mean and spread rest on a few dozen
+  directions and are uncertain too) and picks the footing again, so neither the null nor
+  the choice of footing is taken as known.
 
 Why both comparisons. A sweep acts on the image only through the latent it moves, and the
 linear link's columns differ in length many times over, depending on how the ridge shares
@@ -74,10 +83,20 @@ fitting noise, which the link test tells from a learnt column directly; a floor 
 distance (the re-render chain's wander in w) also stopped them, but cost a held-back
 planted unit with a short, learnt column its label.
 
-What a label means. A sweep sets one unit and keeps the others, as in the paper, so through
-a linear link a concept is what the unit carries beyond the rest of the layer. A unit that
-mixes a statistic the layer carries elsewhere with one it lacks points mostly at the latter,
-or at nothing clearly: the validation's area mixtures go unlabelled (docs/benchmarks.md).
+What a label means: two labels. A sweep sets one unit and keeps the others, as in the paper,
+so through a linear link it shows what the unit carries beyond the rest of the layer: its
+unique label (:func:`unit_summary`). A unit that mixes a statistic the layer carries elsewhere
+with one it lacks points mostly at the latter, so the validation scores the unique label
+against the component the rest of the layer cannot stand in for
+(:func:`pipeline.validation.unique_truths`). What a unit responds to across natural samples
+is its tuning label (:func:`unit_tuning`): the within-class rank association of its
+activation with each measure over the accepted samples, tested against within-class
+permutations, which needs no generator and no null directions; its redundancy
+(:func:`unit_redundancy`, the held-out R² from the other units) says how much of the unit the
+rest of the layer carries, and so how poorly its unique label is determined. The unique
+label is given only to units whose sweep moves their own re-encoded activation (the
+controllability gate of :func:`unit_summary`): a unit the generator cannot set says nothing
+through its sweep.
 The observational alternative, moving every other unit by its regression on the swept one
 (and random directions likewise), was measured and not adopted: it labels units by what
 co-varies with them, and against random read-outs of the layer, which all move object
@@ -107,7 +126,8 @@ BOOT_UNIT_BLOCK = 16
 CONCEPT_COLUMNS = (
     "unit", "measure", "n", "mean_change", "trimmed_change", "w_distance", "effect_as_is", "effect_per_w",
     "compared", "null_mean", "null_scale",
-    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p_link", "p", "q", "selective",
+    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p_link", "p", "q",
+    "class_effect_min", "class_effect_max", "classes_agree", "selective",
 )  # fmt: skip
 
 
@@ -125,6 +145,9 @@ def unit_concepts(
 ) -> pd.DataFrame:
     """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring).
 
+    The per-class effects behind ``class_effect_min``, ``class_effect_max`` and
+    ``classes_agree`` are :func:`class_effects`'s.
+
     ``column_p`` holds the link-column p-value of every unit, by unit id (the ``p`` of
     ``link/units.parquet``); without it ``p_link`` is NaN and ``p`` rests on the two nulls,
     which only tests of the statistics themselves should rely on.
@@ -137,8 +160,8 @@ def unit_concepts(
     if changes.empty:
         raise ValueError("changes: the table has no rows")
 
-    unit_changes = measure_changes(changes, measures, by=("unit", "sample"))
-    null_changes = measure_changes(nulls, measures, by=("control", "unit", "sample"))
+    unit_changes = measure_changes(changes, measures, by=_sample_keys(changes))
+    null_changes = measure_changes(nulls, measures, by=("control", *_sample_keys(nulls)))
     directions = null_changes[null_changes["control"] == RANDOM_DIRECTION]
     rerender = null_changes[null_changes["control"] == RERENDER]
 
@@ -146,9 +169,11 @@ def unit_concepts(
     distance = sweep_distances(changes).reindex(units).to_numpy()
     per_w = _per_w(values, distance)
     upper_only = upper_tailed(measures)
-    as_is = _against_directions(values, direction_null(directions, measures), upper_only)
+    as_is_null = direction_effects(directions, measures)
     w_distances = sweep_distances(nulls[nulls["control"] == RANDOM_DIRECTION])
-    by_w = _against_directions(per_w, direction_null(directions, measures, w_distances), upper_only)
+    per_w_null = direction_effects(directions, measures, w_distances)
+    as_is = _against_directions(values, _null_moments(*as_is_null), upper_only)
+    by_w = _against_directions(per_w, _null_moments(*per_w_null), upper_only)
     # Bonferroni over the two comparisons: valid whichever way a unit is like a random direction.
     use_w = by_w.p < as_is.p
     p_random = np.minimum(2 * np.fmin(as_is.p, by_w.p), 1.0)
@@ -156,16 +181,24 @@ def unit_concepts(
     effect = np.where(use_w, by_w.effect, as_is.effect)
     location = np.where(use_w, by_w.location, as_is.location)
     scale = np.where(use_w, by_w.scale, as_is.scale)
-    chosen_values = np.where(use_w[..., None], per_w, values)
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
     trimmed_change = as_is.trimmed
-    p_rerender = _yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
+    p_rerender = yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
     p_link = _link_p(column_p, units, len(measures))
     p = np.fmax(np.fmax(p_random, p_rerender), np.nan_to_num(p_link))
     p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
     q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
-    ci_low, ci_high = _bootstrap_effect_ci(chosen_values, location, scale, n_boot, seed, ci)
+    ci_low, ci_high = _bootstrap_effect_ci(
+        (values, per_w), (as_is_null[0], per_w_null[0]), (as_is, by_w), n_boot, seed, ci
+    )
+    per_class = class_effects(unit_changes, directions, measures, use_w, distance, w_distances)
+    class_min = per_class.groupby(["unit", "measure"])["effect"].min()
+    class_max = per_class.groupby(["unit", "measure"])["effect"].max()
+    clear = per_class["effect"].abs() >= min_effect
+    clear_up = (clear & (per_class["effect"] > 0)).groupby([per_class["unit"], per_class["measure"]]).any()
+    clear_down = (clear & (per_class["effect"] < 0)).groupby([per_class["unit"], per_class["measure"]]).any()
+    grid = pd.MultiIndex.from_product([units, measures], names=["unit", "measure"])
 
     frame = pd.DataFrame(
         {
@@ -188,10 +221,67 @@ def unit_concepts(
             "p_link": p_link.ravel(),
             "p": p.ravel(),
             "q": q_values.ravel(),
+            "class_effect_min": class_min.reindex(grid).to_numpy(),
+            "class_effect_max": class_max.reindex(grid).to_numpy(),
+            "classes_agree": ~(clear_up & clear_down).reindex(grid, fill_value=False).to_numpy(),
         }
     )
-    frame["selective"] = (frame["q"] <= q) & (frame["effect"].abs() >= min_effect)
+    frame["selective"] = (frame["q"] <= q) & (frame["effect"].abs() >= min_effect) & frame["classes_agree"]
     return frame
+
+
+def class_effects(
+    unit_changes: pd.DataFrame,
+    directions: pd.DataFrame,
+    measures: list[str],
+    use_w: np.ndarray,
+    distance: np.ndarray,
+    w_distances: pd.Series,
+) -> pd.DataFrame:
+    """Long table ``unit, measure, class, n, effect``: each unit's effect within each class.
+
+    Per-sample changes ``unit_changes`` and ``directions`` (with a ``class`` column) are
+    compared class by class, on the footing chosen for the pooled test (``use_w [U, M]``:
+    per unit of w; ``distance [U]`` and ``w_distances`` the units' and directions' sweep
+    distances), against the random directions' samples of the same class: a unit that
+    raises a measure in one class and lowers it in another shows both, where the pooled
+    effect would cancel.
+    """
+    units = np.unique(unit_changes["unit"].to_numpy())
+    rows = []
+    for class_id in np.unique(unit_changes["class"].to_numpy()):
+        class_directions = directions[directions["class"] == class_id]
+        if class_directions["unit"].nunique() < MIN_NULL_DIRECTIONS:
+            continue
+        class_units, values = _by_unit(unit_changes[unit_changes["class"] == class_id], measures)
+        present = np.searchsorted(units, class_units)
+        as_is = _null_moments(*direction_effects(class_directions, measures))
+        per_w = _null_moments(*direction_effects(class_directions, measures, w_distances))
+        trimmed_as_is = trimmed_mean(values)
+        trimmed_per_w = trimmed_mean(_per_w(values, distance[present]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            effect_as_is = (trimmed_as_is - as_is[0]) / np.where(as_is[1] > 0, as_is[1], np.nan)
+            effect_per_w = (trimmed_per_w - per_w[0]) / np.where(per_w[1] > 0, per_w[1], np.nan)
+        effect = np.where(use_w[present], effect_per_w, effect_as_is)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "unit": np.repeat(class_units, len(measures)),
+                    "measure": np.tile(measures, len(class_units)),
+                    "class": class_id,
+                    "n": np.sum(~np.isnan(values), axis=2).ravel(),
+                    "effect": effect.ravel(),
+                }
+            )
+        )
+    if not rows:
+        return pd.DataFrame({"unit": [], "measure": [], "class": [], "n": [], "effect": []})
+    return pd.concat(rows, ignore_index=True)
+
+
+def _sample_keys(table: pd.DataFrame) -> tuple[str, ...]:
+    """Keys of one sweep: unit and sample, with the sample's class where the table has it."""
+    return ("unit", "class", "sample") if "class" in table.columns else ("unit", "sample")
 
 
 @dataclass(frozen=True)
@@ -203,6 +293,7 @@ class _Comparison:
     p: np.ndarray
     location: np.ndarray
     scale: np.ndarray
+    excess: np.ndarray
 
 
 def _against_directions(
@@ -219,19 +310,47 @@ def _against_directions(
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(scale > 0, (trimmed - location) / scale, np.nan)
         t = (trimmed - location) / np.sqrt(scale**2 * (1 + 1 / n_directions) + excess_noise)
-    return _Comparison(trimmed, effect, _t_p_value(t, n_directions - 1, upper_only), location, scale)
+    p = _t_p_value(t, n_directions - 1, upper_only)
+    return _Comparison(trimmed, effect, p, location, scale, excess_noise)
 
 
-def unit_summary(concepts: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
-    """One row per unit: its top concept and the classifier-side measures.
+LABELLED = "labelled"
+NOT_CONTROLLABLE = "controllability"
 
-    - ``top_measure``, ``top_effect``, ``top_q``: the selective measure with the largest
-      |effect|; motion measures only where nothing else is selective, because they say how
-      much the image moved, not what changed. Empty where nothing is selective.
-    - ``n_selective``: how many measures are selective.
+
+def unit_summary(
+    concepts: pd.DataFrame,
+    changes: pd.DataFrame,
+    tuning: pd.DataFrame | None = None,
+    redundancy: pd.Series | None = None,
+    *,
+    q: float = 0.05,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    min_control_slope: float = 0.0,
+    min_association: float = 0.0,
+) -> pd.DataFrame:
+    """One row per unit: its two labels, its redundancy and the classifier-side measures.
+
+    - The unique label (``unique_measure``, ``unique_sign``, ``unique_effect``, ``unique_q``):
+      from the sweep, what the unit adds beyond the rest of the layer; the selective measure
+      with the largest |effect|, motion measures only where nothing else is selective,
+      because they say how much the image moved, not what changed. Only a controllable unit
+      gets one: its sweep must move its own re-encoded activation, ``slope >=
+      min_control_slope``.
+    - The tuning label (``tuning_measure``, ``tuning_sign``, ``tuning_association``,
+      ``tuning_q``): from ``tuning`` (:func:`unit_tuning`), what the unit responds to across
+      natural samples; the selective measure with the largest |association|.
+    - ``unique_gate`` and ``tuning_gate``: ``labelled``, or what stopped the unit's strongest
+      candidate (largest |effect| or |association|): ``controllability``, ``link column``
+      (its q failed because its link column is fitting noise), ``q``, ``effect`` (too small),
+      ``classes`` (clear effects of opposite sign in two classes) or ``association``.
+    - ``n_selective``: how many measures are selective in the sweep.
+    - ``redundancy_r2``: the held-out R² of the unit from the rest of the layer
+      (:func:`unit_redundancy`); near 1 the unique label is poorly determined.
     - ``controllability``: the fraction of samples whose re-encoded activation rises with
       the requested value (positive least-squares slope over the steps).
-    - ``slope``: the pooled within-sample slope of achieved on requested (1: fully controlled).
+    - ``slope``: the pooled within-sample slope of achieved on requested (1: fully controlled);
+      ``controllable``: ``slope >= min_control_slope``.
     - ``specificity``: the mean |change| of the tuned unit over the mean absolute change of
       all other units, both at the last step.
     - ``prob_change``: the mean change of the original class's probability, last minus first
@@ -244,22 +363,86 @@ def unit_summary(concepts: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
         ["unit", "class", "sample", "step", "requested", "achieved", "achieved_change", "others_mean_abs_change",
          "pred", "target_prob"],
     )  # fmt: skip
-    selective = concepts[concepts["selective"]].copy()
+    index = pd.Index(np.sort(concepts["unit"].unique()), name="unit")
+    summary = pd.DataFrame(index=index)
+    control = classifier_measures(changes).reindex(index)
+    controllable = control["slope"] >= min_control_slope
+    unique = _label(concepts, "effect", index)
+    gate = _sweep_gates(concepts, index, q, min_effect)
+    gate = gate.where(controllable, NOT_CONTROLLABLE)
+    unique = unique.where(controllable)
+    summary["unique_measure"] = unique["measure"]
+    summary["unique_sign"] = np.sign(unique["effect"])
+    summary["unique_effect"] = unique["effect"]
+    summary["unique_q"] = unique["q"]
+    summary["unique_gate"] = gate
+    summary["n_selective"] = concepts.groupby("unit")["selective"].sum().reindex(index).astype(np.int64)
+    if tuning is not None:
+        tuned = _label(tuning, "association", index)
+        summary["tuning_measure"] = tuned["measure"]
+        summary["tuning_sign"] = np.sign(tuned["association"])
+        summary["tuning_association"] = tuned["association"]
+        summary["tuning_q"] = tuned["q"]
+        summary["tuning_gate"] = _tuning_gates(tuning, index, q, min_association)
+    if redundancy is not None:
+        summary["redundancy_r2"] = redundancy.reindex(index)
+    summary = summary.join(control, how="left")
+    summary["controllable"] = controllable
+    return summary.reset_index()
+
+
+def _label(tests: pd.DataFrame, strength: str, index: pd.Index) -> pd.DataFrame:
+    """Per unit, the selective test with the largest |strength|, motion only where nothing else is."""
+    selective = tests[tests["selective"]].copy()
     selective["is_motion"] = selective["measure"].map(quantity_of).isin(RELATIVE_QUANTITIES)
-    selective["magnitude"] = selective["effect"].abs()
+    selective["magnitude"] = selective[strength].abs()
     top = (
         selective.sort_values(["unit", "is_motion", "magnitude"], ascending=[True, True, False], kind="stable")
         .groupby("unit", sort=True)
         .head(1)
         .set_index("unit")
     )
-    summary = pd.DataFrame({"unit": np.sort(concepts["unit"].unique())}).set_index("unit")
-    summary["top_measure"] = top["measure"].reindex(summary.index)
-    summary["top_effect"] = top["effect"].reindex(summary.index)
-    summary["top_q"] = top["q"].reindex(summary.index)
-    summary["n_selective"] = concepts.groupby("unit")["selective"].sum().reindex(summary.index).astype(np.int64)
-    summary = summary.join(classifier_measures(changes), how="left")
-    return summary.reset_index()
+    return top[["measure", strength, "q"]].reindex(index)
+
+
+def _strongest(tests: pd.DataFrame, strength: str) -> pd.DataFrame:
+    """Per unit, its test with the largest |strength| (ties: the first)."""
+    ranked = tests.assign(magnitude=tests[strength].abs().fillna(-1.0))
+    return ranked.sort_values(["unit", "magnitude"], ascending=[True, False], kind="stable").groupby("unit").head(1)
+
+
+def _sweep_gates(concepts: pd.DataFrame, index: pd.Index, q: float, min_effect: float) -> pd.Series:
+    """Which test decided each unit's unique label (see :func:`unit_summary`)."""
+    top = _strongest(concepts, "effect").set_index("unit").reindex(index)
+    link_decides = top["p_link"] == top["p"] if "p_link" in top else pd.Series(False, index=index)
+    agree = top["classes_agree"].astype(bool) if "classes_agree" in top else pd.Series(True, index=index)
+    gate = np.select(
+        [
+            concepts.groupby("unit")["selective"].any().reindex(index, fill_value=False).to_numpy(),
+            ~(top["q"] <= q) & link_decides,
+            ~(top["q"] <= q),
+            ~(top["effect"].abs() >= min_effect),
+            ~agree,
+        ],
+        [LABELLED, "link column", "q", "effect", "classes"],
+        default=LABELLED,
+    )
+    return pd.Series(gate, index=index)
+
+
+def _tuning_gates(tuning: pd.DataFrame, index: pd.Index, q: float, min_association: float) -> pd.Series:
+    """Which test decided each unit's tuning label (see :func:`unit_summary`)."""
+    top = _strongest(tuning, "association").set_index("unit").reindex(index)
+    gate = np.select(
+        [
+            tuning.groupby("unit")["selective"].any().reindex(index, fill_value=False).to_numpy(),
+            ~(top["q"] <= q),
+            ~(top["association"].abs() >= min_association),
+        ],
+        [LABELLED, "q", "association"],
+        default=LABELLED,
+    )
+    return pd.Series(gate, index=index)
 
 
 def classifier_measures(changes: pd.DataFrame) -> pd.DataFrame:
@@ -315,15 +498,13 @@ def upper_tailed(measures: Sequence[str]) -> np.ndarray:
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q); NaN stays NaN and is not counted as a test."""
+    """Benjamini-Hochberg adjusted p-values (q, scipy's ``false_discovery_control``); NaN
+    stays NaN and is not counted as a test."""
     p = np.asarray(p, dtype=np.float64)
     q = np.full_like(p, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    if valid.size == 0:
-        return q
-    order = valid[np.argsort(p[valid], kind="stable")]
-    ranked = p[order] * valid.size / np.arange(1, valid.size + 1)
-    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    valid = ~np.isnan(p)
+    if valid.any():
+        q[valid] = scipy_stats.false_discovery_control(p[valid], method="bh")
     return q
 
 
@@ -340,6 +521,14 @@ def direction_null(
     their trimmed change, and the mean squared standard error of one direction's, each
     ``[M]``, and their count. With ``distances`` (each direction's ``w_distance``, by unit id)
     the changes count per unit of w."""
+    return _null_moments(*direction_effects(directions, measures, distances))
+
+
+def direction_effects(
+    directions: pd.DataFrame, measures: list[str], distances: pd.Series | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each random direction's trimmed change ``[J, M]`` and its squared standard error
+    ``[J, M]``; per unit of w with ``distances`` (see :func:`direction_null`)."""
     n_directions = directions["unit"].nunique()
     if n_directions < MIN_NULL_DIRECTIONS:
         raise ValueError(
@@ -348,15 +537,14 @@ def direction_null(
     ids, per_direction = _by_unit(directions, measures)
     if distances is not None:
         per_direction = _per_w(per_direction, distances.reindex(ids).to_numpy())
-    effects = trimmed_mean(per_direction)  # [J, M]
+    return trimmed_mean(per_direction), trimmed_mean_variance(per_direction)[0]
+
+
+def _null_moments(effects: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`direction_null`'s summary of :func:`direction_effects`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return (
-            np.nanmean(effects, axis=0),
-            np.nanstd(effects, axis=0, ddof=1),
-            np.nanmean(trimmed_mean_variance(per_direction)[0], axis=0),
-            n_directions,
-        )
+        return np.nanmean(effects, axis=0), np.nanstd(effects, axis=0, ddof=1), np.nanmean(noise, axis=0), len(effects)
 
 
 def sweep_distances(table: pd.DataFrame) -> pd.Series:
@@ -447,7 +635,7 @@ def _t_p_value(t: np.ndarray, df: np.ndarray | int, upper_only: np.ndarray) -> n
         return np.where(upper_only, scipy_stats.t.sf(t, df=df), 2 * scipy_stats.t.sf(np.abs(t), df=df))
 
 
-def _yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.ndarray:
+def yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.ndarray:
     """Yuen p of each unit's changes ``[U, M, n]`` against the noise changes ``[M, k]``.
 
     Two-sided, or upper-tailed (the unit's changes larger) where ``upper_only`` ``[M]`` is
@@ -477,20 +665,38 @@ def _yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np
 
 
 def _bootstrap_effect_ci(
-    values: np.ndarray, location: np.ndarray, scale: np.ndarray, n_boot: int, seed: int, ci: float
+    footings: tuple[np.ndarray, np.ndarray],
+    null_effects: tuple[np.ndarray, np.ndarray],
+    comparisons: tuple[_Comparison, _Comparison],
+    n_boot: int,
+    seed: int,
+    ci: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap of the effect over each unit's samples, ``[U, M]`` each.
+    """Percentile bootstrap of the reported effect, ``[U, M]`` each.
 
+    Each replicate resamples the unit's samples and, independently, the random directions
+    (so the null's mean and spread vary as much as 24 or so directions leave them
+    uncertain), computes the effect on both footings, and keeps the one whose test is the
+    stronger in that replicate: the choice of footing is part of what is resampled, not
+    fixed after seeing the data. ``footings``: the changes as is and per w ``[U, M, n]``;
+    ``null_effects``: the directions' trimmed changes ``[J, M]`` on each footing;
+    ``comparisons``: the point comparisons, whose excess noise the replicates' tests reuse.
     Units with the same number of samples share their resampling indices, so a block of
     units is resampled, sorted and trimmed in one go.
     """
-    units, n_measures, n_max = values.shape
+    units, n_measures, n_max = footings[0].shape
     low = np.full((units, n_measures), np.nan)
     high = np.full((units, n_measures), np.nan)
     if n_boot < 1 or n_max == 0:
         return low, high
     rng = np.random.default_rng(seed)
-    samples_per_unit = (~np.isnan(values)).any(axis=1).sum(axis=1)
+    n_directions = len(null_effects[0])
+    direction_picks = rng.integers(0, n_directions, size=(n_boot, n_directions))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        null_location = [np.nanmean(effects[direction_picks], axis=1) for effects in null_effects]  # [B, M]
+        null_scale = [np.nanstd(effects[direction_picks], axis=1, ddof=1) for effects in null_effects]
+    samples_per_unit = (~np.isnan(footings[0])).any(axis=1).sum(axis=1)
     tails = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
     for n in np.unique(samples_per_unit):
         if n < 2:
@@ -499,14 +705,165 @@ def _bootstrap_effect_ci(
         members = np.flatnonzero(samples_per_unit == n)
         for start in range(0, len(members), BOOT_UNIT_BLOCK):
             block = members[start : start + BOOT_UNIT_BLOCK]
-            # Each unit's samples are packed first, so positions 0..n-1 are its samples.
-            resampled = values[block, :, :n][:, :, picks]  # [block, M, n_boot, n]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                boot_effect = (trimmed_mean(resampled) - location[block, :, None]) / scale[block, :, None]
+            effects, strengths = [], []
+            footing_nulls = zip(footings, null_location, null_scale, comparisons, strict=True)
+            for values, location, scale, comparison in footing_nulls:
+                # Each unit's samples are packed first, so positions 0..n-1 are its samples.
+                resampled = values[block, :, :n][:, :, picks]  # [block, M, n_boot, n]
+                difference = trimmed_mean(resampled) - location.T[None]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    effects.append(difference / np.where(scale > 0, scale, np.nan).T[None])
+                    spread = scale.T[None] ** 2 * (1 + 1 / n_directions) + comparison.excess[block][..., None]
+                    strengths.append(np.nan_to_num(np.abs(difference) / np.sqrt(spread), nan=-1.0))
+            chosen = np.where(strengths[1] > strengths[0], effects[1], effects[0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                low[block], high[block] = np.nanpercentile(boot_effect, tails, axis=2)
+                low[block], high[block] = np.nanpercentile(chosen, tails, axis=2)
     return low, high
+
+
+TUNING_COLUMNS = ("unit", "measure", "n", "association", "p", "q", "selective")
+
+
+def unit_tuning(
+    r: np.ndarray,
+    units: np.ndarray,
+    classes: np.ndarray,
+    observed: pd.DataFrame,
+    measures: Sequence[str],
+    *,
+    permutations: int,
+    seed: int,
+    q: float,
+    min_association: float,
+) -> pd.DataFrame:
+    """Each unit's tuning: one row per unit x measure with the columns of ``TUNING_COLUMNS``.
+
+    ``r [N, U]`` holds the activations of units ``units [U]`` on N natural samples of classes
+    ``classes [N]``, and ``observed`` those samples' image measures (rows in the same order).
+    ``association`` is the pooled within-class rank correlation of the unit with the
+    measure: both are ranked within each class and centred there, so a measure that only
+    differs between classes, as the unit does, is no tuning. ``p`` tests it against a
+    permutation null that shuffles the measures within each class (``permutations``
+    shuffles): the correlation over the permutations' spread, read from the normal tail,
+    so that p-values far below ``1 / permutations`` are still resolved, as Benjamini-
+    Hochberg over thousands of tests needs. ``q`` is Benjamini-Hochberg over units x
+    measures, and ``selective`` is ``q <= q`` and ``|association| >= min_association``.
+    Motion measures are left out: a single render does not move.
+    """
+    measures = [m for m in measures if quantity_of(m) not in RELATIVE_QUANTITIES]
+    _require_columns(observed, "sample measures", measures)
+    r = np.asarray(r, dtype=np.float64)
+    classes = np.asarray(classes)
+    if len(r) != len(observed) or len(r) != len(classes):
+        raise ValueError(f"unit_tuning: {len(r)} activation rows, {len(observed)} measured, {len(classes)} classes")
+    unit_ranks = _within_class_ranks(r, classes)
+    measure_values = observed[measures].to_numpy(dtype=np.float64)
+    measure_ranks = _within_class_ranks(measure_values, classes)
+    association = _correlation(unit_ranks, measure_ranks)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    shuffled_sq = np.zeros_like(association)
+    for _ in range(permutations):
+        order = np.concatenate([rng.permutation(group) for group in groups])
+        target = np.concatenate(groups)
+        permuted = np.empty_like(measure_ranks)
+        permuted[target] = measure_ranks[order]
+        shuffled_sq += _correlation(unit_ranks, permuted) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        null_sd = np.sqrt(shuffled_sq / max(permutations, 1))
+        p = 2 * scipy_stats.norm.sf(np.abs(association) / null_sd)
+    p = np.where(np.isfinite(p), p, np.nan)
+    q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
+    frame = pd.DataFrame(
+        {
+            "unit": np.repeat(np.asarray(units, dtype=np.int64), len(measures)),
+            "measure": np.tile(measures, len(units)),
+            "n": len(r),
+            "association": association.ravel(),
+            "p": p.ravel(),
+            "q": q_values.ravel(),
+        }
+    )
+    frame["selective"] = (frame["q"] <= q) & (frame["association"].abs() >= min_association)
+    return frame
+
+
+def _within_class_ranks(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``values [N, K]`` ranked within each class (ties averaged) and centred there; NaN counts as the median."""
+    ranks = np.zeros_like(values, dtype=np.float64)
+    for c in np.unique(classes):
+        rows = classes == c
+        ranked = scipy_stats.rankdata(values[rows], axis=0, nan_policy="omit")
+        ranked = ranked - np.nanmean(ranked, axis=0)
+        ranks[rows] = np.nan_to_num(ranked)
+    return ranks
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[A, B]`` correlations of centred columns ``a [N, A]`` and ``b [N, B]``; NaN for a constant column."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norms = np.sqrt(np.sum(a**2, axis=0))[:, None] * np.sqrt(np.sum(b**2, axis=0))[None, :]
+        return np.where(norms > 0, (a.T @ b) / norms, np.nan)
+
+
+def unit_redundancy(r: np.ndarray, units: np.ndarray, *, folds: int, alphas: Sequence[float], seed: int) -> pd.Series:
+    """Per unit of ``units`` (columns of the whole layer ``r [N, U_all]``): the held-out R² of
+    its activation from all other units of the layer, by ridge regression in k folds.
+
+    Every unit's ridge on the others comes from one inverse per fold: with ``P`` the inverse
+    of the standardised Gram matrix plus ``alpha`` I, unit i's coefficients on the others are
+    ``-P[:, i] / P[i, i]``. Each unit takes the ``alpha`` (times the training rows) of
+    ``alphas`` with its least held-out error: one strength for all would suit the many
+    units the layer barely predicts and shrink away the copies it predicts exactly (the
+    choice among a handful of strengths flatters R² by little). NaN for a constant unit. A value near 1
+    says the rest of the layer carries the unit, so what a sweep of it alone shows, its
+    unique contribution, is small and poorly determined.
+    """
+    r = np.asarray(r, dtype=np.float64)
+    n, width = r.shape
+    if folds < 2 or n < 2 * folds:
+        raise ValueError(f"unit_redundancy: need at least 2 folds of 2 samples, got {folds} folds of {n} samples")
+    fold_of = np.random.default_rng(seed).permutation(n) % folds
+    errors = np.zeros((len(alphas), width))
+    totals = np.zeros(width)
+    for fold in range(folds):
+        train, test = r[fold_of != fold], r[fold_of == fold]
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        x_train, x_test = (train - mean) / std, (test - mean) / std
+        gram = x_train.T @ x_train
+        totals += np.sum(x_test**2, axis=0)
+        for k, alpha in enumerate(alphas):
+            precision = np.linalg.inv(gram + alpha * len(train) * np.eye(width))
+            coefficients = -precision / np.diag(precision)[None, :]
+            np.fill_diagonal(coefficients, 0.0)
+            errors[k] += np.sum((x_test - x_test @ coefficients) ** 2, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(totals > 0, 1 - errors.min(axis=0) / totals, np.nan)
+    return pd.Series(r2[np.asarray(units, dtype=np.int64)], index=pd.Index(units, name="unit"), name="redundancy_r2")
+
+
+def held_out_r2(predictors: np.ndarray, target: np.ndarray, *, folds: int, alphas: Sequence[float], seed: int) -> float:
+    """Held-out R² of ``target [N]`` from ``predictors [N, K]`` by ridge regression in k folds,
+    with the strength (times the training rows) of ``alphas`` that predicts best."""
+    x = np.asarray(predictors, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    fold_of = np.random.default_rng(seed).permutation(len(y)) % folds
+    errors = np.zeros(len(alphas))
+    total = 0.0
+    for fold in range(folds):
+        train, test = fold_of != fold, fold_of == fold
+        mean, std = x[train].mean(axis=0), x[train].std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        x_train, x_test = (x[train] - mean) / std, (x[test] - mean) / std
+        y_mean = y[train].mean()
+        gram, moment = x_train.T @ x_train, x_train.T @ (y[train] - y_mean)
+        total += float(np.sum((y[test] - y_mean) ** 2))
+        for k, alpha in enumerate(alphas):
+            coefficients = np.linalg.solve(gram + alpha * train.sum() * np.eye(x.shape[1]), moment)
+            errors[k] += float(np.sum((y[test] - y_mean - x_test @ coefficients) ** 2))
+    return float(1 - errors.min() / total) if total > 0 else float("nan")
 
 
 def bootstrap_mean_ci(

@@ -39,8 +39,9 @@ while the measures' masks come from the classifier's features and a colour model
 assume that the border shows background; otherwise a planted unit and the measure it should
 be found by agree only through the images.
 
-:func:`score_validation` turns the pipeline's outputs into precision and recall of the top
-concept over planted units, and the fraction of null-unit tests that came out selective.
+:func:`score_validation` turns the pipeline's outputs into precision and recall of each of
+a unit's two labels (unique and tuning) over planted units, and the fraction of null-unit
+tests that came out selective.
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ from collections.abc import Callable, Mapping, Sequence
 from copy import deepcopy
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from pipeline.models.registry import load_classifier
 from pipeline.segmentation.config import trained_model
+from pipeline.stats import held_out_r2
 from pipeline.world import sample
 
 LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
@@ -68,6 +71,7 @@ REFERENCE_IMAGES = 512
 REFERENCE_SEED = 12345
 DEFAULT_GAINS = (1.0,)
 DEFAULT_OFFSETS = (0.0,)
+UNIQUE_TRUTH_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 Statistics = Mapping[str, torch.Tensor]
 
@@ -127,6 +131,78 @@ FUNCTION_SETS = {
     "held-back-4": HELD_BACK_4_FUNCTIONS,
 }
 PLANTED_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in PLANTED_FUNCTIONS.items()}
+# The measure of each statistic of image_statistics.
+STATISTIC_MEASURES = {
+    "object_area": "object.area",
+    "object_x": "object.x",
+    "object_y": "object.y",
+    "object_redness": "object.redness",
+    "object_luminance": "object.luminance",
+    "object_saturation": "object.saturation",
+    "background_luminance": "background.luminance",
+}
+# The weight of each statistic in the mixtures above, by measure; other functions have one.
+MIXTURE_COMPONENTS: dict[str, dict[str, float]] = {
+    "object_luminance_mix": {"object.luminance": 0.7, "background.luminance": 0.3},
+    "object_area_mix": {"object.area": 0.7, "object.redness": 0.3},
+    "background_luminance_mix": {"background.luminance": 0.7, "object.y": 0.3},
+    "object_luminance_y_mix": {"object.luminance": 0.7, "object.y": 0.3},
+    "object_redness_mix": {"object.redness": 0.7, "background.luminance": 0.3},
+    "object_area_luminance_mix": {"object.area": 0.7, "background.luminance": 0.3},
+    "object_redness_y_mix": {"object.redness": 0.7, "object.y": 0.3},
+    "object_saturation_x_mix": {"object.saturation": 0.7, "object.x": 0.3},
+}
+NONLINEARITIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": lambda v: torch.tanh(1.5 * v),
+    "softplus": lambda v: torch.nn.functional.softplus(1.5 * v),
+    "power": lambda v: torch.sign(v) * v.abs().pow(1.5),
+    "exp": lambda v: torch.exp(0.8 * v),
+}
+DRAWN_PREFIX = "drawn:"
+DRAWN_NONLINEAR = 3
+DRAWN_MIXTURES = 3
+
+
+def drawn_functions(
+    seed: int,
+) -> tuple[dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]], dict[str, dict[str, float]]]:
+    """A planted set drawn from ``numpy.random.default_rng(seed)``, and its components.
+
+    Six dominant statistics without replacement; the first three go through a random
+    monotone nonlinearity of ``NONLINEARITIES``, the other three are 0.7/0.3 mixtures with
+    a random partner statistic. Drawn when the classifier is built, so a new seed gives a
+    set that nothing was tuned on.
+    """
+    rng = np.random.default_rng(seed)
+    statistics = list(STATISTIC_MEASURES)
+    dominant = [statistics[k] for k in rng.choice(len(statistics), DRAWN_NONLINEAR + DRAWN_MIXTURES, replace=False)]
+    functions: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {}
+    components: dict[str, dict[str, float]] = {}
+    for statistic in dominant[:DRAWN_NONLINEAR]:
+        kind = list(NONLINEARITIES)[int(rng.integers(len(NONLINEARITIES)))]
+        name = f"{statistic}_{kind}"
+        functions[name] = (STATISTIC_MEASURES[statistic], _nonlinear(statistic, NONLINEARITIES[kind]))
+        components[name] = {STATISTIC_MEASURES[statistic]: 1.0}
+    for statistic in dominant[DRAWN_NONLINEAR:]:
+        others = [other for other in statistics if other != statistic]
+        partner = others[int(rng.integers(len(others)))]
+        name = f"{statistic}_{partner}_mix"
+        functions[name] = (STATISTIC_MEASURES[statistic], _mixture(statistic, partner))
+        components[name] = {STATISTIC_MEASURES[statistic]: 0.7, STATISTIC_MEASURES[partner]: 0.3}
+    return functions, components
+
+
+def _nonlinear(statistic: str, shape: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Statistics], torch.Tensor]:
+    return lambda z: shape(z[statistic])
+
+
+def _mixture(statistic: str, partner: str) -> Callable[[Statistics], torch.Tensor]:
+    return lambda z: 0.7 * z[statistic] + 0.3 * z[partner]
+
+
+def function_components(name: str, truth: str) -> dict[str, float]:
+    """The weight of each measure in a named function of the fixed sets."""
+    return MIXTURE_COMPONENTS.get(name, {truth: 1.0})
 
 
 def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -171,6 +247,7 @@ class PlantedClassifier(nn.Module):
         seed: int,
         gains: Sequence[float],
         offsets: Sequence[float],
+        keep_base: bool = True,
     ):
         super().__init__()
         if len(gains) != len(offsets) or not gains:
@@ -178,8 +255,9 @@ class PlantedClassifier(nn.Module):
         if n_null < 0:
             raise ValueError(f"n_null must be >= 0, got {n_null}")
         self.base = base
-        self.base_units = int(base.num_units)
-        self.num_classes = getattr(base, "num_classes", None)
+        self.keep_base = keep_base
+        self.base_units = int(base.num_units) if keep_base else 0
+        self.num_classes = getattr(base, "num_classes", None) if keep_base else None
         self.functions = dict(functions)
         self.gains = torch.tensor(list(gains), dtype=torch.float32)
         self.offsets = torch.tensor(list(offsets), dtype=torch.float32)
@@ -202,7 +280,8 @@ class PlantedClassifier(nn.Module):
         self.reference_mean, self.reference_std = reference_statistics()
         self._null_projections: dict[tuple[int, str], torch.Tensor] = {}
 
-        base_head = getattr(base, "head", None)
+        # Without the base units in the layer there is nothing for the base head to read.
+        base_head = getattr(base, "head", None) if keep_base else None
         if base_head is None:
             self.head = None
         elif isinstance(base_head, nn.Linear):
@@ -219,10 +298,12 @@ class PlantedClassifier(nn.Module):
         self.eval()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        planted = self.planted_activations(x)
+        null = self.null_activations(x).to(planted.dtype)
+        if not self.keep_base:
+            return torch.cat([planted, null], dim=1)
         base = self.base.features(x)
-        planted = self.planted_activations(x).to(base.dtype)
-        null = self.null_activations(x).to(base.dtype)
-        return torch.cat([base, planted, null], dim=1)
+        return torch.cat([base, planted.to(base.dtype), null.to(base.dtype)], dim=1)
 
     def planted_activations(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, functions x copies]``: offset + gain x function, function-major."""
@@ -277,66 +358,143 @@ def planted_classifier(
     functions: str = "planted",
     gains: Sequence[float] = DEFAULT_GAINS,
     offsets: Sequence[float] = DEFAULT_OFFSETS,
+    keep_base: bool = True,
 ) -> PlantedClassifier:
     """The glass-box classifier: ``base_spec``'s classifier plus planted and null units.
 
     ``functions`` names a set of ``FUNCTION_SETS``; ``planted`` names functions of that set,
-    None plants all of them. Each is planted once per gain/offset pair.
+    None plants all of them. Each is planted once per gain/offset pair. Without
+    ``keep_base`` the layer holds the planted and null units alone (a small layer of clean
+    image functions); the base still gives the object masks, but there is no head, so
+    every sample counts as accepted.
     """
-    table = function_set(functions)
+    table, components = function_set_components(functions)
     names = list(table) if planted is None else list(planted)
     unknown = [name for name in names if name not in table]
     if unknown:
         raise ValueError(f"planted: unknown function {unknown[0]!r}; known: {', '.join(table)}")
     base = load_classifier(base_spec)
-    return PlantedClassifier(base, {name: table[name] for name in names}, n_null, seed, gains, offsets)
+    model = PlantedClassifier(base, {name: table[name] for name in names}, n_null, seed, gains, offsets, keep_base)
+    model.components = {name: components[name] for name in names}
+    return model
 
 
 def function_set(name: str) -> dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]]:
-    """The planted functions of set ``name`` (a key of ``FUNCTION_SETS``)."""
+    """The planted functions of set ``name``: a key of ``FUNCTION_SETS`` or ``drawn:<seed>``."""
+    return function_set_components(name)[0]
+
+
+def function_set_components(
+    name: str,
+) -> tuple[dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]], dict[str, dict[str, float]]]:
+    """The planted functions of set ``name`` and each one's weight per measure."""
+    if name.startswith(DRAWN_PREFIX) and name[len(DRAWN_PREFIX) :].isdigit():
+        return drawn_functions(int(name[len(DRAWN_PREFIX) :]))
     if name not in FUNCTION_SETS:
-        raise ValueError(f"functions: unknown set {name!r}; known: {', '.join(FUNCTION_SETS)}")
-    return FUNCTION_SETS[name]
+        raise ValueError(f"functions: unknown set {name!r}; known: {', '.join(FUNCTION_SETS)} or drawn:<seed>")
+    table = FUNCTION_SETS[name]
+    return table, {function: function_components(function, truth) for function, (truth, _) in table.items()}
+
+
+LABELS = ("unique", "tuning")
 
 
 def score_validation(
-    summary: pd.DataFrame, concepts: pd.DataFrame, planted_truth: Mapping[int, str | None]
+    summary: pd.DataFrame,
+    concepts: pd.DataFrame,
+    planted_truth: Mapping[int, str | None],
+    tuning: pd.DataFrame | None = None,
+    unique_truth: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Precision and recall of the top concept over planted units, and the null units' false rate.
+    """Precision and recall of each label over planted units, and the null units' false-positive rates.
 
     ``planted_truth`` maps unit ids to their true measure, or to None for a null unit (as
-    :attr:`PlantedClassifier.unit_truth` does). Precision: correct top concepts over planted
-    units that got one; recall: correct top concepts over all planted units; ``null_fdr``:
-    selective tests over all tests of null units.
+    :attr:`PlantedClassifier.unit_truth` does). For each label (``unique`` from the sweep,
+    ``tuning`` from the association across samples, where ``tuning`` holds its tests):
+    precision, correct labels over planted units that got one; recall, correct labels over
+    all planted units; ``{label}_null_false_positive_rate``, the selective tests over all
+    tests of null units, a per-test false-positive rate (not a false discovery rate: null
+    units are a handful among many tests). The tuning label's truth is the dominant
+    statistic of each planted function; the unique label's is ``unique_truth`` (from
+    :func:`unique_truths`) where given, else the dominant statistic too.
     """
     truth = {int(unit): measure for unit, measure in planted_truth.items()}
     planted = sorted(unit for unit, measure in truth.items() if measure is not None)
     nulls = sorted(unit for unit, measure in truth.items() if measure is None)
-    tops = summary.set_index("unit")["top_measure"]
-    missing = [unit for unit in planted + nulls if unit not in tops.index]
+    by_unit = summary.set_index("unit")
+    missing = [unit for unit in planted + nulls if unit not in by_unit.index]
     if missing:
         raise KeyError(f"summary: planted or null unit {missing[0]} is missing")
+    labels = [label for label in LABELS if f"{label}_measure" in by_unit.columns]
+    tests = {"unique": concepts, "tuning": tuning}
 
     rows = []
     for unit in planted:
-        top = tops.loc[unit]
-        top = None if pd.isna(top) else str(top)
-        rows.append({"unit": unit, "truth": truth[unit], "top_measure": top, "correct": top == truth[unit]})
-    labelled = [row for row in rows if row["top_measure"] is not None]
-    correct = sum(row["correct"] for row in rows)
-    null_tests = concepts[concepts["unit"].isin(nulls)]
-    return {
-        "precision": correct / len(labelled) if labelled else None,
-        "recall": correct / len(planted) if planted else None,
-        "null_fdr": float(null_tests["selective"].mean()) if len(null_tests) else None,
-        "n_planted": len(planted),
-        "n_labelled": len(labelled),
-        "n_correct": int(correct),
-        "n_null_units": len(nulls),
-        "n_null_tests": len(null_tests),
-        "n_null_selective": int(null_tests["selective"].sum()),
-        "units": rows,
-    }
+        row: dict[str, Any] = {"unit": unit, "truth": truth[unit]}
+        row["unique_truth"] = (unique_truth or {}).get(unit, truth[unit])
+        label_truth = {"unique": row["unique_truth"], "tuning": truth[unit]}
+        for label in labels:
+            value = by_unit.at[unit, f"{label}_measure"]
+            value = None if pd.isna(value) else str(value)
+            row[f"{label}_measure"] = value
+            row[f"{label}_correct"] = value == label_truth[label]
+            row[f"{label}_gate"] = by_unit.at[unit, f"{label}_gate"] if f"{label}_gate" in by_unit else None
+        rows.append(row)
+    score: dict[str, Any] = {}
+    for label in labels:
+        labelled = [row for row in rows if row[f"{label}_measure"] is not None]
+        correct = sum(row[f"{label}_correct"] for row in rows)
+        score[f"{label}_precision"] = correct / len(labelled) if labelled else None
+        score[f"{label}_recall"] = correct / len(planted) if planted else None
+        score[f"{label}_n_labelled"] = len(labelled)
+        score[f"{label}_n_correct"] = int(correct)
+        label_tests = tests[label]
+        null_tests = label_tests[label_tests["unit"].isin(nulls)] if label_tests is not None else pd.DataFrame()
+        score[f"{label}_null_false_positive_rate"] = float(null_tests["selective"].mean()) if len(null_tests) else None
+        score[f"{label}_n_null_tests"] = len(null_tests)
+        score[f"{label}_n_null_selective"] = int(null_tests["selective"].sum()) if len(null_tests) else 0
+    score["n_planted"] = len(planted)
+    score["n_null_units"] = len(nulls)
+    score["units"] = rows
+    return score
+
+
+def unique_truths(
+    model: PlantedClassifier, layer: np.ndarray, observed: pd.DataFrame, *, folds: int, seed: int
+) -> dict[int, dict[str, Any]]:
+    """Per planted unit: the component of its function that the rest of the layer carries least.
+
+    ``layer [N, U]`` holds the whole layer's activations on samples whose image measures are
+    ``observed`` (same rows). For each component measure c of a unit's function (weight
+    w_c), ``r2`` is the held-out ridge R² of c from every unit of the layer except the
+    function's own copies, and ``residual`` is ``w_c * sqrt(1 - r2)``: how much of the unit
+    the rest of the layer cannot stand in for. The unique truth is the component with the
+    largest residual. A sweep that keeps the other units fixed can only show that part, so
+    a 0.7/0.3 mixture whose dominant statistic the layer already carries is truly labelled
+    by its minor one; copies of the function are left out of "the rest", as the link shares
+    the function's weight among them and a sweep of one still moves it.
+    """
+    copies: dict[str, list[int]] = {}
+    for unit, name in enumerate(model.unit_names):
+        if name.startswith("planted:"):
+            copies.setdefault(name.split(":")[1], []).append(unit)
+    truths: dict[int, dict[str, Any]] = {}
+    for function, units in copies.items():
+        others = np.setdiff1d(np.arange(layer.shape[1]), units)
+        fitted = {
+            measure: held_out_r2(
+                layer[:, others], observed[measure].to_numpy(), folds=folds, alphas=UNIQUE_TRUTH_ALPHAS, seed=seed
+            )
+            for measure in model.components[function]
+        }
+        residual = {
+            measure: weight * math.sqrt(max(1 - fitted[measure], 0.0))
+            for measure, weight in model.components[function].items()
+        }
+        best = max(residual, key=residual.__getitem__)
+        for unit in units:
+            truths[unit] = {"measure": best, "r2": fitted, "residual": residual}
+    return truths
 
 
 def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, Any]:
@@ -363,9 +521,11 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
             "seed": settings["seed"],
             "gains": list(settings["gains"]),
             "offsets": list(settings["offsets"]),
+            "keep_base": settings["keep_base"],
         },
     }
-    nested["units"] = {"start": base_units, "stop": base_units + planted + settings["n_null"]}
+    first = base_units if settings["keep_base"] else 0
+    nested["units"] = {"start": first, "stop": first + planted + settings["n_null"]}
     nested["counterfactuals"] = {**config["counterfactuals"], "pairs": []}
     nested["validation"] = {**settings, "enabled": False}
     # The same generator and labels give the same segmenter: the run's own, trained once.

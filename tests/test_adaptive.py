@@ -96,8 +96,8 @@ def test_clear_units_stop_early_and_ambiguous_ones_get_every_sample():
     adaptive = unit_concepts(table, nulls, MEASURES, n_boot=0)
     fixed = unit_concepts(changes, nulls, MEASURES, n_boot=0)
     assert adaptive["selective"].tolist() == fixed["selective"].tolist()
-    tops = unit_summary(adaptive, table)["top_measure"].fillna("none").tolist()
-    assert tops == unit_summary(fixed, changes)["top_measure"].fillna("none").tolist()
+    tops = unit_summary(adaptive, table)["unique_measure"].fillna("none").tolist()
+    assert tops == unit_summary(fixed, changes)["unique_measure"].fillna("none").tolist()
     assert tops == ["none"] * 4 + ["object.x"] * 4 + ["object.area"] * 4
     assert futile_discoveries(adaptive, outcomes, 0.05).empty
 

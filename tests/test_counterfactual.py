@@ -309,11 +309,11 @@ def test_difference_image_is_grey_where_nothing_changed():
 def test_unit_shares_and_the_units_that_carry_the_shift():
     shares = unit_shares(np.array([[3.0, 0.0, 4.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]]), np.array([1.0, 1.0, 2.0]))
     np.testing.assert_allclose(shares, [[9 / 13, 0, 4 / 13], [0, 0, 0], [0.5, 0.5, 0]])
-    summary = pd.DataFrame({"unit": [0, 2], "top_measure": ["object.area", None]})
+    summary = pd.DataFrame({"unit": [0, 2], "unique_measure": ["object.area", None]})
     carried = unit_movement(shares[[0, 2]], summary, top=2)
     assert carried["unit"].tolist() == [0, 1]
     np.testing.assert_allclose(carried["mean_share"], [(9 / 13 + 0.5) / 2, 0.25])
-    assert carried["n_top"].tolist() == [2, 1] and carried["top_measure"].tolist() == ["object.area", ""]
+    assert carried["n_top"].tolist() == [2, 1] and carried["unique_measure"].tolist() == ["object.area", ""]
 
 
 def flipped_table() -> pd.DataFrame:
@@ -334,7 +334,7 @@ def flipped_table() -> pd.DataFrame:
 
 
 def test_concept_movement_reads_changes_and_unit_labels_of_successful_samples():
-    unit_summary = pd.DataFrame({"unit": [1, 2, 3, 4], "top_effect": [-1.5, 2.0, np.nan, np.nan]})
+    unit_summary = pd.DataFrame({"unit": [1, 2, 3, 4], "unique_effect": [-1.5, 2.0, np.nan, np.nan]})
     changes = flipped_table()
     moved = concept_movement(changes, unit_summary, n_boot=200, seed=0, top=5, expected=None).set_index("measure")
 
@@ -362,7 +362,7 @@ def test_the_ground_truth_share_counts_moved_measures_of_separating_factors_towa
         defining={(0, 1): ("redness",), (1, 2): ("redness", "position")},
         factor_measures={"redness": {"object.redness": 1}, "position": {"object.x": 1}},
     )
-    unit_summary = pd.DataFrame({"unit": [1, 2, 3, 4], "top_effect": [1.0, 1.0, 1.0, 1.0]})
+    unit_summary = pd.DataFrame({"unit": [1, 2, 3, 4], "unique_effect": [1.0, 1.0, 1.0, 1.0]})
     # red -> left: redness should fall (it does) and x should fall (it rises).
     expected = manifest.expected_measure_moves(1, 2)
     assert expected == {"object.redness": -1, "object.x": -1}

@@ -16,7 +16,8 @@ from tests import workflow_harness as harness
 PERTURB = ["perturb chunk=0", "perturb chunk=1"]
 MEASURE = ["measure chunk=0", "measure chunk=1"]
 AFTER_RANGES = [*PERTURB, *MEASURE, "gather_tables", "null_controls", "concepts", "report"]
-EVERY_JOB = sorted(["sample", "extract", "link", "units", *AFTER_RANGES])
+# observe renders the samples again for their tuning: it follows sample and extract only.
+EVERY_JOB = sorted(["sample", "extract", "observe", "link", "units", *AFTER_RANGES])
 
 
 @pytest.fixture(scope="module")

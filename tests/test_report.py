@@ -124,15 +124,22 @@ def parse(path: Path) -> References:
 
 
 VALIDATION = {
-    "precision": 0.5,
-    "recall": 0.5,
-    "null_fdr": 0.0,
+    "unique_precision": 0.5,
+    "unique_recall": 0.5,
+    "unique_null_false_positive_rate": 0.0,
+    "tuning_precision": 1.0,
+    "tuning_recall": 1.0,
+    "tuning_null_false_positive_rate": 0.0,
     "n_planted": 2,
+    "function_set": "planted",
+    "development_set": True,
     "units": [
-        {"unit": 0, "truth": "object.area", "top_measure": "object.area", "correct": True},
-        {"unit": 1, "truth": "object.hue", "top_measure": None, "correct": False},
+        {"unit": 0, "truth": "object.area", "unique_measure": "object.area", "unique_correct": True,
+         "tuning_measure": "object.area", "tuning_correct": True},
+        {"unit": 1, "truth": "object.hue", "unique_measure": None, "unique_correct": False,
+         "tuning_measure": "object.hue", "tuning_correct": True},
     ],
-}
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +187,8 @@ def test_index_lists_every_unit_with_its_selective_concepts_and_the_link_metrics
         assert f">{fmt(metrics[key])}<" in text
     assert "img/figures/effects.png" in index.references
     assert "img/figures/validation.png" in index.references
-    assert "Validation on planted units" in text and ">object.hue</td><td>–</td>" in text
+    assert "Validation on planted units (development set planted)" in text
+    assert ">object.hue</td><td>–</td>" in text and "Every unit gets two labels" in text
     assert {"unit-query", "unit-measure", "unit-selective"} <= index.ids
 
 

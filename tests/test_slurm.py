@@ -25,7 +25,8 @@ CLUSTER_SCRIPT = harness.REPO / "scripts" / "slurm_cluster.sh"
 # The plugin can wait forever on a job it lost track of, ignoring SIGTERM; hence SIGKILL.
 RUN_LIMIT_S = 900
 WORKFLOW_RULES = {
-    "sample", "extract", "link", "units", "perturb", "measure", "gather_tables", "null_controls", "concepts", "report"
+    "sample", "extract", "observe", "link", "units", "perturb", "measure", "gather_tables", "null_controls",
+    "concepts", "report",
 }  # fmt: skip
 
 

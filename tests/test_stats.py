@@ -5,8 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
-from pipeline.stats import benjamini_hochberg, classifier_measures, selective_counts, unit_concepts, unit_summary
+from pipeline.stats import (
+    CONCEPT_COLUMNS,
+    TRIM,
+    TUNING_COLUMNS,
+    benjamini_hochberg,
+    classifier_measures,
+    selective_counts,
+    trimmed_mean,
+    unit_concepts,
+    unit_redundancy,
+    unit_summary,
+    unit_tuning,
+    yuen_p,
+)
 
 MEASURES = ["object.x", "object.area", "object.hue", "background.luminance", "image.motion"]
 # Hue is circular with period 1; its changes are kept well inside half a turn.
@@ -94,13 +108,13 @@ def test_planted_effects_are_found_with_their_measure_and_sign():
     summary = unit_summary(concepts, changes).set_index("unit")
 
     for unit, (measure, slope) in planted.items():
-        assert summary.loc[unit, "top_measure"] == MEASURES[measure]
-        assert np.sign(summary.loc[unit, "top_effect"]) == np.sign(slope)
+        assert summary.loc[unit, "unique_measure"] == MEASURES[measure]
+        assert np.sign(summary.loc[unit, "unique_effect"]) == np.sign(slope)
         row = concepts[(concepts["unit"] == unit) & (concepts["measure"] == MEASURES[measure])].iloc[0]
         assert row["ci_low"] <= row["effect"] <= row["ci_high"]
         assert row["selective"] and row["q"] <= 0.05
     # The effect is in units of the random directions' spread.
-    assert summary.loc[3, "top_effect"] == pytest.approx(3.0 / 0.2, rel=0.35)
+    assert summary.loc[3, "unique_effect"] == pytest.approx(3.0 / 0.2, rel=0.35)
     others = concepts[~concepts["unit"].isin(planted)]
     assert others["selective"].mean() <= 0.05
     assert set(concepts.columns) >= {"unit", "measure", "effect", "ci_low", "ci_high", "p", "q", "selective"}
@@ -317,3 +331,148 @@ def test_selective_counts_and_input_errors():
     nulls = null_table(rng, 2, 4, 0.1, 0.1)
     with pytest.raises(ValueError, match="random_direction"):
         unit_concepts(changes, nulls, MEASURES)
+
+
+def test_benjamini_hochberg_is_scipys_on_the_valid_tests():
+    p = np.random.default_rng(4).uniform(size=50) ** 3
+    p[[3, 17]] = np.nan
+    q = benjamini_hochberg(p)
+    valid = ~np.isnan(p)
+    np.testing.assert_allclose(q[valid], scipy_stats.false_discovery_control(p[valid], method="bh"))
+    assert np.isnan(q[~valid]).all()
+
+
+@pytest.mark.parametrize("size", [5, 7, 10, 13, 24])
+def test_trimmed_mean_and_yuen_agree_with_scipy(size):
+    rng = np.random.default_rng(size)
+    values = rng.standard_t(3, size=(4, size))
+    noise = rng.standard_t(3, size=size + 3)
+    np.testing.assert_allclose(trimmed_mean(values), scipy_stats.trim_mean(values, TRIM, axis=1))
+    for upper_only in (False, True):
+        ours = yuen_p(values[None, :, :], noise[None, :].repeat(4, axis=0), np.full(4, upper_only))[0]
+        alternative = "greater" if upper_only else "two-sided"
+        reference = [
+            scipy_stats.ttest_ind(row, noise, equal_var=False, trim=TRIM, alternative=alternative).pvalue
+            for row in values
+        ]
+        np.testing.assert_allclose(ours, reference, rtol=1e-10)
+    # NaN padding (a unit with fewer samples) counts only the values present.
+    padded = np.concatenate([values[:1], np.full((1, 3), np.nan)], axis=1)
+    assert trimmed_mean(padded)[0] == pytest.approx(scipy_stats.trim_mean(values[0], TRIM))
+
+
+def test_the_interval_widens_when_few_random_directions_leave_the_null_uncertain():
+    rng = np.random.default_rng(5)
+    slopes = np.zeros((1, len(MEASURES)))
+    slopes[0, 0] = 2.0
+    changes = sweeps(rng, slopes, np.ones(1), 24, 0.02, np.arange(1))
+    widths = {}
+    for directions in (5, 60):
+        nulls = null_table(np.random.default_rng(directions), directions, 24, 0.2, 0.02)
+        row = unit_concepts(changes, nulls, MEASURES, n_boot=400, seed=1).iloc[0]
+        assert row["ci_low"] <= row["effect"] <= row["ci_high"]
+        widths[directions] = (row["ci_high"] - row["ci_low"]) / abs(row["effect"])
+    # With the null's mean and spread held fixed the width would not depend on the directions.
+    assert widths[5] > 2 * widths[60]
+
+
+def test_a_unit_that_moves_a_measure_one_way_in_one_class_and_the_other_way_in_another_is_not_pooled():
+    rng = np.random.default_rng(6)
+    units, samples = 3, 24
+    slopes = np.zeros((units, len(MEASURES)))
+    slopes[:, 0] = 3.0
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
+    # Unit 1 lowers object.x in class 1 as far as it raises it in class 0.
+    flipped = (changes["unit"] == 1) & (changes["class"] == 1)
+    changes.loc[flipped, "object.x"] = (
+        2 * changes.loc[flipped].groupby("sample")["object.x"].transform("first") - changes.loc[flipped, "object.x"]
+    )
+    nulls = null_table(rng, 32, samples, 0.2, 0.05)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
+    assert tuple(concepts.columns) == CONCEPT_COLUMNS
+    concepts = concepts.set_index(["unit", "measure"])
+    kept, flipped_row = concepts.loc[(0, "object.x")], concepts.loc[(1, "object.x")]
+    assert kept["classes_agree"] and kept["selective"]
+    assert kept["class_effect_min"] > 5 and kept["class_effect_max"] > 5
+    assert not flipped_row["classes_agree"] and not flipped_row["selective"]
+    assert flipped_row["class_effect_min"] < -5 and flipped_row["class_effect_max"] > 5
+
+
+def test_a_unit_whose_sweep_does_not_move_its_own_activation_gets_no_unique_label():
+    rng = np.random.default_rng(7)
+    units, samples = 4, 24
+    slopes = np.zeros((units, len(MEASURES)))
+    slopes[:, 0] = 3.0
+    changes = sweeps(rng, slopes, np.ones(units), samples, 0.05, np.arange(units))
+    # Unit 2's re-encoded activation stays where it was whatever is requested.
+    stuck = changes["unit"] == 2
+    changes.loc[stuck, "achieved"] = 0.1 * rng.standard_normal(int(stuck.sum()))
+    nulls = null_table(rng, 32, samples, 0.2, 0.05)
+    concepts = unit_concepts(changes, nulls, MEASURES, n_boot=0)
+    summary = unit_summary(concepts, changes, min_control_slope=0.5).set_index("unit")
+    assert concepts.set_index(["unit", "measure"]).loc[(2, "object.x"), "selective"]
+    assert not summary.loc[2, "controllable"] and pd.isna(summary.loc[2, "unique_measure"])
+    assert summary.loc[2, "unique_gate"] == "controllability"
+    assert summary.loc[0, "controllable"] and summary.loc[0, "unique_measure"] == "object.x"
+    assert summary.loc[0, "unique_gate"] == "labelled" and summary.loc[0, "unique_sign"] == 1
+
+
+def test_the_gate_names_what_stopped_the_strongest_candidate():
+    concepts = pd.DataFrame(
+        {
+            "unit": [0, 1, 2, 3],
+            "measure": ["object.x"] * 4,
+            "effect": [1.0, 9.0, 9.0, 9.0],
+            "q": [0.01, 0.5, 0.5, 0.01],
+            "p": [0.001, 0.2, 0.2, 0.001],
+            "p_link": [0.001, 0.2, 0.01, 0.001],
+            "classes_agree": [True, True, True, False],
+            "selective": [False] * 4,
+        }
+    )
+    rng = np.random.default_rng(8)
+    changes = sweeps(rng, np.zeros((4, len(MEASURES))), np.ones(4), 4, 0.05, np.arange(4))
+    gates = unit_summary(concepts, changes, q=0.05, min_effect=2.0)["unique_gate"].tolist()
+    assert gates == ["effect", "link column", "q", "classes"]
+
+
+def test_tuning_finds_the_within_class_association_and_ignores_class_differences():
+    rng = np.random.default_rng(9)
+    n, classes = 600, np.repeat(np.arange(3), 200)
+    statistic = rng.standard_normal(n)
+    observed = pd.DataFrame(
+        {
+            "object.x": statistic,
+            "object.area": rng.standard_normal(n) + 3 * classes,
+            "object.y": rng.standard_normal(n),
+            "image.motion": 0.0,
+        }
+    )
+    r = rng.standard_normal((n, 40))
+    r[:, 0] = np.tanh(1.5 * statistic) + 0.3 * rng.standard_normal(n)  # tuned to x, monotone
+    r[:, 1] = classes + 0.01 * rng.standard_normal(n)  # differs between classes only, like area
+    r[:, 2] = 0.0  # a dead unit
+    tuning = unit_tuning(
+        r, np.arange(40), classes, observed, list(observed.columns),
+        permutations=200, seed=0, q=0.05, min_association=0.1,
+    )  # fmt: skip
+    assert tuple(tuning.columns) == TUNING_COLUMNS
+    tuning = tuning.set_index(["unit", "measure"])
+    assert "image.motion" not in tuning.index.get_level_values("measure")
+    assert tuning.loc[(0, "object.x"), "selective"] and tuning.loc[(0, "object.x"), "association"] > 0.8
+    assert not tuning.loc[(1, "object.area"), "selective"]
+    assert tuning.loc[2, "p"].isna().all()
+    noise = tuning.drop(index=[0, 1, 2], level="unit")
+    # The permutation-calibrated p-values of independent units are close to uniform.
+    assert noise["selective"].mean() <= 0.01
+    assert 0.02 <= (noise["p"] <= 0.05).mean() <= 0.09
+
+
+def test_redundancy_is_high_for_a_unit_the_others_carry_and_near_zero_for_one_they_do_not():
+    rng = np.random.default_rng(10)
+    r = rng.standard_normal((400, 30))
+    r[:, 1] = r[:, 0] + 0.05 * rng.standard_normal(400)
+    r[:, 2] = 0.0
+    redundancy = unit_redundancy(r, np.array([0, 1, 2, 3]), folds=4, alphas=(0.01, 0.1, 1.0), seed=0)
+    assert redundancy[0] > 0.95 and redundancy[1] > 0.95
+    assert np.isnan(redundancy[2]) and abs(redundancy[3]) < 0.1

@@ -13,9 +13,11 @@ from pipeline.validation import (
     PLANTED_FUNCTIONS,
     PLANTED_TRUTH,
     PlantedClassifier,
+    function_set_components,
     image_statistics,
     planted_classifier,
     score_validation,
+    unique_truths,
 )
 from pipeline.world import render, sample_factors
 
@@ -151,25 +153,72 @@ def test_held_back_functions_are_separate_and_follow_their_truth():
     assert loaded.num_units == BASE_UNITS + 1 + 2
 
 
-def test_score_validation_counts_top_concepts_and_null_selections():
+def test_score_validation_scores_each_label_and_the_null_units_per_test():
     truth = {10: "object.x", 11: "object.x", 12: "object.area", 13: "background.luminance", 20: None, 21: None}
     summary = pd.DataFrame(
         {
             "unit": [0, 10, 11, 12, 13, 20, 21],
-            "top_measure": ["object.hue", "object.x", "object.y", None, "background.luminance", None, "object.x"],
+            "unique_measure": ["object.hue", "object.x", "object.y", None, "background.luminance", None, "object.x"],
+            "unique_gate": ["labelled", "labelled", "labelled", "controllability", "labelled", "q", "labelled"],
+            "tuning_measure": [None, "object.x", "object.x", "object.area", "object.y", None, None],
+            "tuning_gate": ["q", "labelled", "labelled", "labelled", "labelled", "q", "q"],
         }
     )
-    concepts = pd.DataFrame(
-        {
-            "unit": np.repeat([20, 21], 5),
-            "measure": ["object.x", "object.y", "object.area", "object.hue", "image.motion"] * 2,
-            "selective": [False] * 9 + [True],
-        }
-    )
-    score = score_validation(summary, concepts, truth)
-    assert score["recall"] == pytest.approx(2 / 4)
-    assert score["precision"] == pytest.approx(2 / 3)
-    assert score["null_fdr"] == pytest.approx(1 / 10)
-    assert score["n_null_selective"] == 1 and score["n_labelled"] == 3
+    null_tests = {
+        "unit": np.repeat([20, 21], 5),
+        "measure": ["object.x", "object.y", "object.area", "object.hue", "image.motion"] * 2,
+    }
+    concepts = pd.DataFrame({**null_tests, "selective": [False] * 9 + [True]})
+    tuning = pd.DataFrame({**null_tests, "selective": [False] * 10})
+    score = score_validation(summary, concepts, truth, tuning)
+    assert score["unique_recall"] == pytest.approx(2 / 4)
+    assert score["unique_precision"] == pytest.approx(2 / 3)
+    assert score["unique_null_false_positive_rate"] == pytest.approx(1 / 10)
+    assert score["unique_n_null_selective"] == 1 and score["unique_n_labelled"] == 3
+    assert score["tuning_recall"] == pytest.approx(3 / 4) and score["tuning_precision"] == pytest.approx(3 / 4)
+    assert score["tuning_null_false_positive_rate"] == 0.0
+    unit_12 = next(row for row in score["units"] if row["unit"] == 12)
+    assert unit_12["unique_gate"] == "controllability" and unit_12["tuning_correct"]
     with pytest.raises(KeyError, match="14"):
         score_validation(summary, concepts, {**truth, 14: "object.y"})
+
+
+def test_a_drawn_set_is_the_same_for_its_seed_and_mixes_nonlinear_functions_and_mixtures():
+    functions, components = function_set_components("drawn:7")
+    again, _ = function_set_components("drawn:7")
+    other, _ = function_set_components("drawn:8")
+    assert list(functions) == list(again) and list(functions) != list(other)
+    assert len(functions) == 6 and len({truth for truth, _ in functions.values()}) == 6
+    weights = sorted(sorted(c.values()) for c in components.values())
+    assert weights == [[0.3, 0.7]] * 3 + [[1.0]] * 3
+    for name, (truth, _) in functions.items():
+        assert max(components[name], key=components[name].get) == truth
+    with pytest.raises(ValueError, match="drawn:<seed>"):
+        function_set_components("drawn:x")
+
+
+def test_a_small_layer_holds_the_planted_and_null_units_alone():
+    small = planted_classifier(BASE_SPEC, n_null=2, functions="drawn:7", keep_base=False)
+    images = circles(5, 1)
+    with torch.no_grad():
+        features = small.features(images)
+    assert small.num_units == 6 + 2 and features.shape == (5, 8) and small.head is None
+    assert small.unit_names[0].startswith("planted:") and set(small.components) == set(small.functions)
+
+
+def test_the_unique_truth_of_a_mixture_is_the_component_the_rest_of_the_layer_lacks():
+    small = planted_classifier(
+        BASE_SPEC, planted=["object_area_mix", "object_y_tanh"], n_null=0, functions="held-back-1"
+    )
+    rng = np.random.default_rng(0)
+    n = 300
+    area, redness, x = rng.standard_normal((3, n))
+    observed = pd.DataFrame({"object.area": area, "object.redness": redness, "object.y": x})
+    layer = rng.standard_normal((n, small.num_units))
+    mixture, linear = BASE_UNITS, BASE_UNITS + 1
+    layer[:, mixture] = 0.7 * area + 0.3 * redness
+    layer[:, linear] = x
+    layer[:, 0] = area + 0.05 * rng.standard_normal(n)  # a base unit already carries area
+    truths = unique_truths(small, layer, observed, folds=4, seed=0)
+    assert truths[mixture]["measure"] == "object.redness" and truths[mixture]["r2"]["object.area"] > 0.9
+    assert truths[linear]["measure"] == "object.y"

@@ -131,10 +131,13 @@ def test_planted_units_get_their_measure_and_null_units_stay_unselected(tmp_path
     validation = json.loads((results / "concepts/validation.json").read_text())
 
     assert validation["n_planted"] == PLANTED and validation["n_null_units"] == N_NULL
-    misses = [row for row in validation["units"] if not row["correct"]]
-    assert validation["precision"] >= 0.9, misses
-    assert validation["recall"] >= 0.9, misses
-    assert validation["null_fdr"] <= 0.05, [row for row in validation["null_units"] if row["selective_measures"]]
+    assert validation["function_set"] == "planted" and validation["development_set"]
+    for label in ("unique", "tuning"):
+        misses = [row for row in validation["units"] if not row[f"{label}_correct"]]
+        assert validation[f"{label}_precision"] >= 0.9, misses
+        assert validation[f"{label}_recall"] >= 0.9, misses
+        null_labels = [row for row in validation["null_units"] if row["selective_measures"]]
+        assert validation[f"{label}_null_false_positive_rate"] <= 0.05, null_labels
     assert validation["units_not_swept"] == 0
 
     # The random directions were swept over the median unit range in the link's standardised space.

@@ -55,7 +55,9 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 # Every rule gets one thread, so that two jobs share CI's two cores instead of queueing.
-ONE_THREAD_RULES = ("sample", "extract", "link", "perturb", "null_controls", "report", "concepts", "measure")
+ONE_THREAD_RULES = (
+    "sample", "extract", "observe", "link", "perturb", "null_controls", "report", "concepts", "measure"
+)  # fmt: skip
 
 
 class TinyExport(nn.Module):

@@ -82,20 +82,21 @@ def selective_counts_chart(counts: pd.DataFrame, path: str | Path) -> None:
     _save(figure, path)
 
 
-def validation_hits(planted: pd.DataFrame, path: str | Path) -> None:
-    """Per true measure of the planted units: how many got it as top concept, another one, or none."""
-    outcome = np.where(planted["correct"], "correct", np.where(planted["top_measure"].isna(), "none", "other"))
+def validation_hits(planted: pd.DataFrame, path: str | Path, label: str = "unique") -> None:
+    """Per true measure of the planted units: how many got it as their ``label`` label, another one, or none."""
+    correct, measure = planted[f"{label}_correct"], planted[f"{label}_measure"]
+    outcome = np.where(correct, "correct", np.where(measure.isna(), "none", "other"))
     counts = pd.crosstab(planted["truth"], outcome).reindex(columns=["correct", "other", "none"], fill_value=0)
     figure = Figure(figsize=(6.0, 0.7 + 0.25 * len(counts)), dpi=DPI)
     axis = figure.add_subplot()
     positions = np.arange(len(counts))
     left = np.zeros(len(counts))
-    for column, colour, label in (
-        ("correct", SELECTIVE_COLOUR, "true measure on top"),
-        ("other", "#ff7f0e", "another measure on top"),
-        ("none", OTHER_COLOUR, "nothing selective"),
+    for column, colour, legend in (
+        ("correct", SELECTIVE_COLOUR, f"{label} label: the true measure"),
+        ("other", "#ff7f0e", f"{label} label: another measure"),
+        ("none", OTHER_COLOUR, f"no {label} label"),
     ):
-        axis.barh(positions, counts[column], left=left, color=colour, label=label)
+        axis.barh(positions, counts[column], left=left, color=colour, label=legend)
         left += counts[column].to_numpy()
     axis.set_yticks(positions, counts.index, fontsize=7)
     axis.tick_params(axis="x", labelsize=7)

@@ -163,7 +163,7 @@ class _Context:
         self.selective_measures = selective.groupby("unit")["measure"].agg(list).to_dict()
 
     def top_concept(self, unit: int) -> str:
-        value = self.summary["top_measure"].get(unit)
+        value = self.summary["unique_measure"].get(unit)
         return value if isinstance(value, str) else ""
 
     def unit_link(self, unit: int, root: str) -> Raw:
@@ -237,6 +237,8 @@ def index_page(
         "<p class='note'>The link maps classifier activations r to generator latents w. Held-out samples were "
         "not used to fit it. The cycle renders the linked latent and classifies it again.</p>",
         link_table(metrics),
+        "<h2>Two labels per unit</h2>",
+        f"<p class='note'>{TWO_LABELS_NOTE}</p>",
         "<h2>Selective units per measure</h2>",
         "<p class='note'>A unit is selective for a measure when its effect beats both null controls "
         "(random directions, as they are or distance in w for distance, and re-rendering), its link column "
@@ -296,19 +298,38 @@ def link_table(metrics: Mapping[str, Any]) -> str:
     return table(header, rows, numeric=[False] + [True] * (len(header) - 1)) + note
 
 
+TWO_LABELS_NOTE = (
+    "Every unit gets two labels. Its unique label comes from sweeping the unit alone with the rest of the "
+    "layer held, as in the paper: what it adds beyond the other units, given only where the sweep moves its "
+    "own re-encoded activation. Its tuning label comes from natural samples: the measure its activation "
+    "follows most closely within each class, whether or not other units carry the same."
+)
+
+
 def validation_section(site: Path, path: str | Path, context: _Context) -> str:
     """Ground truth from a ``validation.json`` (see :func:`pipeline.validation.score_validation`).
 
-    Its scalar figures as a table; its per-unit rows (planted unit, true measure, top
-    concept) as a figure of hits per true measure and a table.
+    Its scalar figures as a table, marked as a development set where the statistics were
+    developed on it; its per-unit rows (planted unit, true measure, both labels) as a
+    figure of hits per true measure and a table.
     """
     validation = read_json(path)
     scalars = {k: v for k, v in validation.items() if not isinstance(v, (list, dict))}
+    if validation.get("development_set"):
+        heading = f"Validation on planted units (development set {pages.cell_html(validation.get('function_set'))})"
+        caveat = (
+            "The statistics were developed on this planted set, so these figures are not a held-back estimate "
+            "of how well they label units. "
+        )
+    else:
+        heading = f"Validation on planted units (held-back set {pages.cell_html(validation.get('function_set'))})"
+        caveat = ""
     parts = [
-        "<h2>Validation on planted units</h2>",
-        "<p class='note'>Planted units are known functions of the image; null units are noise. Precision and "
-        "recall are those of the top concept against the planted truth; null FDR is the share of null-unit tests "
-        "that came out selective.</p>",
+        f"<h2>{heading}</h2>",
+        f"<p class='note'>{caveat}Planted units are known functions of the image; null units are noise. "
+        "Precision and recall are those of each label against the planted function's dominant statistic; "
+        "the null false-positive rate is the share of null-unit tests that came out selective (per test, "
+        "not a false discovery rate).</p>",
         table(["figure", "value"], scalars.items(), numeric=[False, True]),
     ]
     planted = pd.DataFrame(validation.get("units") or [])
@@ -317,15 +338,35 @@ def validation_section(site: Path, path: str | Path, context: _Context) -> str:
         parts.append(str(image("img/figures/validation.png", "planted units per true measure", lazy=False)))
         rows = [
             (
-                context.unit_link(int(r.unit), ""),
-                r.truth,
-                r.top_measure or "–",
-                badge("yes" if r.correct else "no", "yes" if r.correct else "no"),
+                context.unit_link(int(r["unit"]), ""),
+                r["truth"],
+                r.get("unique_measure") or "–",
+                _verdict(r.get("unique_correct")),
+                r.get("tuning_measure") or "–",
+                _verdict(r.get("tuning_correct")),
             )
-            for r in planted.itertuples(index=False)
+            for r in planted.to_dict("records")
         ]
-        parts.append(table(["planted unit", "true measure", "top concept", "correct"], rows))
+        parts.append(
+            table(["planted unit", "true measure", "unique label", "correct", "tuning label", "correct"], rows)
+        )
     return "".join(parts)
+
+
+def _verdict(correct: Any) -> Raw:
+    return badge("yes", "yes") if correct else badge("no", "no")
+
+
+def label_text(summary: pd.DataFrame, unit: int, label: str) -> str:
+    """A unit's ``label`` label as read in the report: ``object.x (+)``, ``not controllable`` or ``none (q)``."""
+    measure = summary[f"{label}_measure"].get(unit) if f"{label}_measure" in summary else None
+    if isinstance(measure, str):
+        sign = summary[f"{label}_sign"].get(unit)
+        return f"{measure} ({'+' if sign > 0 else '−'})"
+    gate = summary[f"{label}_gate"].get(unit) if f"{label}_gate" in summary else None
+    if gate == "controllability":
+        return "not controllable"
+    return f"none ({gate})" if isinstance(gate, str) else "none"
 
 
 def unit_table(context: _Context, ranked: Sequence[int]) -> str:
@@ -336,21 +377,50 @@ def unit_table(context: _Context, ranked: Sequence[int]) -> str:
         rows.append(
             [
                 context.unit_link(unit, ""),
-                context.top_concept(unit) or "–",
-                _summary_value(summary, unit, "top_effect"),
+                label_text(summary, unit, "unique"),
+                _summary_value(summary, unit, "unique_effect"),
+                label_text(summary, unit, "tuning"),
+                _summary_value(summary, unit, "tuning_association"),
                 len(measures),
-                _summary_value(summary, unit, "controllability"),
-                _summary_value(summary, unit, "specificity"),
+                _summary_value(summary, unit, "slope"),
+                _summary_value(summary, unit, "redundancy_r2"),
             ]
         )
         attributes.append(pages.unit_rows_attrs(unit, measures))
     return table(
-        ["unit", "top concept", "effect", "selective measures", "controllability", "specificity"],
+        [
+            "unit",
+            "unique label",
+            "effect",
+            "tuning label",
+            "association",
+            "selective measures",
+            "control slope",
+            "redundancy R²",
+        ],
         rows,
-        numeric=(False, False, True, True, True, True),
+        numeric=(False, False, True, False, True, True, True, True),
         attrs="id='unit-table'",
         row_attrs=attributes,
     )
+
+
+def _class_range(rows: pd.DataFrame) -> str:
+    """The per-class effects of a unit's strongest measure (``rows`` by decreasing |effect|)."""
+    if rows.empty or "class_effect_min" not in rows or pd.isna(rows["class_effect_min"].iloc[0]):
+        return "–"
+    top = rows.iloc[0]
+    verdict = "" if top["classes_agree"] else " (opposite signs: not pooled into a label)"
+    return f"{top['measure']}: {fmt(float(top['class_effect_min']))} to {fmt(float(top['class_effect_max']))}{verdict}"
+
+
+def _optional_value(summary: pd.DataFrame, unit: int, column: str) -> float | None:
+    return _summary_value(summary, unit, column) if column in summary else None
+
+
+def _optional_text(summary: pd.DataFrame, unit: int, column: str) -> str:
+    value = summary[column].get(unit) if column in summary else None
+    return value if isinstance(value, str) else "–"
 
 
 def _summary_value(summary: pd.DataFrame, unit: int, column: str) -> float | None:
@@ -394,8 +464,18 @@ def unit_page(unit: int, context: _Context, changes: pd.DataFrame, neighbours: t
     rows = rows.assign(magnitude=rows["effect"].abs()).sort_values("magnitude", ascending=False, na_position="last")
     top = context.top_concept(unit)
     known = {
-        "top concept": link(f"../measures/{slug(top)}.html", top) if top else "none selective",
-        "top effect": _summary_value(context.summary, unit, "top_effect"),
+        "unique label": link(f"../measures/{slug(top)}.html", label_text(context.summary, unit, "unique"))
+        if top
+        else label_text(context.summary, unit, "unique"),
+        "unique effect": _summary_value(context.summary, unit, "unique_effect"),
+        "unique q": _optional_value(context.summary, unit, "unique_q"),
+        "unique label decided by": _optional_text(context.summary, unit, "unique_gate"),
+        "tuning label": label_text(context.summary, unit, "tuning"),
+        "tuning association": _optional_value(context.summary, unit, "tuning_association"),
+        "tuning q": _optional_value(context.summary, unit, "tuning_q"),
+        "tuning label decided by": _optional_text(context.summary, unit, "tuning_gate"),
+        "redundancy R²": _optional_value(context.summary, unit, "redundancy_r2"),
+        "per-class effects of the strongest measure": _class_range(rows),
         "selective measures": len(context.selective_measures.get(unit, [])),
         **{field.replace("_", " "): _summary_value(context.summary, unit, field) for field in SUMMARY_FIELDS},
     }
@@ -612,7 +692,7 @@ def shift_units_table(carriers: pd.DataFrame, context: _Context) -> str:
     if carriers.empty:
         return "<p class='note'>No sample flipped, so no unit is attributed.</p>"
     rows = [
-        (context.unit_link(int(r.unit), ""), f"{r.mean_share:.1%}", r.n_top, r.top_measure or "–")
+        (context.unit_link(int(r.unit), ""), f"{r.mean_share:.1%}", r.n_top, r.unique_measure or "–")
         for r in carriers.itertuples(index=False)
     ]
     note = (

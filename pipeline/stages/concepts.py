@@ -12,15 +12,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.measures import selected_measures
 from pipeline.models import load_classifier
-from pipeline.stats import unit_concepts, unit_summary
-from pipeline.store import read_parquet, write_json, write_parquet
-from pipeline.validation import score_validation
+from pipeline.stats import unit_concepts, unit_redundancy, unit_summary, unit_tuning
+from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
+from pipeline.validation import FUNCTION_SETS, score_validation, unique_truths
 
 PLANTED_ENTRYPOINT = "pipeline.validation:planted_classifier"
+# Ridge strengths (per training sample) for each unit's redundancy; unit_redundancy picks per unit.
+REDUNDANCY_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +34,22 @@ def find_concepts(
     concepts_path: str | Path,
     summary_path: str | Path,
     link_units_path: str | Path,
+    activations_path: str | Path,
+    observed_path: str | Path,
+    tuning_path: str | Path,
     *,
     measures: str | list[str],
     n_boot: int,
     q: float,
     min_effect: float,
     seed: int,
+    min_control_slope: float,
+    min_association: float,
+    permutations: int,
+    redundancy_folds: int,
 ) -> None:
-    """Write ``concepts/unit_concepts.parquet`` and ``concepts/unit_summary.parquet``."""
+    """Write ``concepts/unit_concepts.parquet`` (the sweeps' tests), ``concepts/unit_tuning.parquet``
+    (the association with the measures across natural samples) and ``concepts/unit_summary.parquet``."""
     changes = read_parquet(changes_path)
     nulls = read_parquet(nulls_path)
     selected = selected_measures(changes.columns, measures)
@@ -46,14 +57,45 @@ def find_concepts(
     concepts = unit_concepts(
         changes, nulls, selected, n_boot=n_boot, seed=seed, q=q, min_effect=min_effect, column_p=column_p
     )
-    summary = unit_summary(concepts, changes)
+    units = np.sort(changes["unit"].unique())
+    observed = read_parquet(observed_path)
+    activations, _ = read_zarr(activations_path, ["r"])
+    layer = activations["r"][observed["sample"].to_numpy()]
+    tuning = unit_tuning(
+        layer[:, units],
+        units,
+        observed["class"].to_numpy(),
+        observed,
+        selected,
+        permutations=permutations,
+        seed=seed,
+        q=q,
+        min_association=min_association,
+    )
+    redundancy = unit_redundancy(layer, units, folds=redundancy_folds, alphas=REDUNDANCY_ALPHAS, seed=seed)
+    summary = unit_summary(
+        concepts,
+        changes,
+        tuning,
+        redundancy,
+        q=q,
+        min_effect=min_effect,
+        min_control_slope=min_control_slope,
+        min_association=min_association,
+    )
     log.info(
-        "concepts: %d units x %d measures tested, %d selective pairs",
-        changes["unit"].nunique(),
+        "concepts: %d units x %d measures tested, %d selective pairs; %d of %d units controllable; "
+        "%d unique and %d tuning labels",
+        len(units),
         len(selected),
         int(concepts["selective"].sum()),
+        int(summary["controllable"].sum()),
+        len(summary),
+        int(summary["unique_measure"].notna().sum()),
+        int(summary["tuning_measure"].notna().sum()),
     )
     write_parquet(concepts_path, concepts)
+    write_parquet(tuning_path, tuning)
     write_parquet(summary_path, summary)
 
 
@@ -65,31 +107,50 @@ def is_planted_classifier(spec: Mapping[str, Any]) -> bool:
 def validate_concepts(
     concepts_path: str | Path,
     summary_path: str | Path,
+    tuning_path: str | Path,
+    activations_path: str | Path,
+    observed_path: str | Path,
     out_path: str | Path,
     *,
     classifier: Mapping[str, Any],
+    folds: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Write ``concepts/validation.json``: the concepts scored against the planted classifier's truth.
 
     Besides :func:`pipeline.validation.score_validation`'s figures, each planted unit's row
-    holds its name and how its true measure fared (``truth_effect``, ``truth_q``,
-    ``truth_selective``), and ``null_units`` lists each null unit's selective measures.
-    Planted and null units that the run did not sweep are left out and counted in
-    ``units_not_swept``.
+    holds its name and how its true measure fared in the sweep (``truth_effect``,
+    ``truth_q``, ``truth_selective``) and across samples (``truth_association``), its
+    unique truth (:func:`pipeline.validation.unique_truths`, over the samples of
+    ``observed_path`` with the layer of ``activations_path``; ``folds`` and ``seed`` of its
+    ridge) with each component's ``component_r2`` and ``component_residual``, and
+    ``null_units`` lists each null unit's selective measures of either label. Planted and
+    null units that the run did not sweep are left out and counted in ``units_not_swept``.
+    ``function_set`` names the planted set and ``development_set`` says whether the
+    statistics were developed on it (every set of ``FUNCTION_SETS`` so far), so its figures
+    do not speak for functions nothing was tuned on.
     """
     if not is_planted_classifier(classifier):
         raise ValueError(f"config key 'classifier': validation needs kind python with entrypoint {PLANTED_ENTRYPOINT}")
     model = load_classifier(classifier)
     concepts = read_parquet(concepts_path)
     summary = read_parquet(summary_path)
+    tuning = read_parquet(tuning_path)
     swept = set(summary["unit"].tolist())
     truth = {unit: measure for unit, measure in model.unit_truth.items() if unit in swept}
     if not any(measure is not None for measure in truth.values()):
         planted = [unit for unit, measure in model.unit_truth.items() if measure is not None]
         raise ValueError(f"config key 'units': none of the planted units {min(planted)}-{max(planted)} was swept")
 
-    score = score_validation(summary, concepts, truth)
+    observed = read_parquet(observed_path)
+    activations, _ = read_zarr(activations_path, ["r"])
+    unique = unique_truths(model, activations["r"][observed["sample"].to_numpy()], observed, folds=folds, seed=seed)
+    unique = {unit: found for unit, found in unique.items() if unit in truth}
+    score = score_validation(
+        summary, concepts, truth, tuning, {unit: found["measure"] for unit, found in unique.items()}
+    )
     by_test = concepts.set_index(["unit", "measure"])
+    by_tuning = tuning.set_index(["unit", "measure"])
     for row in score["units"]:
         row["name"] = model.unit_names[row["unit"]]
         key = (row["unit"], row["truth"])
@@ -97,25 +158,37 @@ def validate_concepts(
         row["truth_effect"] = _finite(by_test.loc[key, "effect"]) if tested else None
         row["truth_q"] = _finite(by_test.loc[key, "q"]) if tested else None
         row["truth_selective"] = bool(by_test.loc[key, "selective"]) if tested else False
-    null_tests = concepts[concepts["unit"].isin([unit for unit, measure in truth.items() if measure is None])]
+        row["truth_association"] = _finite(by_tuning.loc[key, "association"]) if key in by_tuning.index else None
+        row["component_r2"] = unique[row["unit"]]["r2"]
+        row["component_residual"] = unique[row["unit"]]["residual"]
+    null_ids = [unit for unit, measure in truth.items() if measure is None]
     score["null_units"] = [
         {
             "unit": int(unit),
             "name": model.unit_names[unit],
             "n_tests": len(tests),
             "selective_measures": sorted(tests.loc[tests["selective"], "measure"]),
+            "tuning_selective_measures": sorted(tuning.loc[(tuning["unit"] == unit) & tuning["selective"], "measure"]),
         }
-        for unit, tests in null_tests.groupby("unit", sort=True)
+        for unit, tests in concepts[concepts["unit"].isin(null_ids)].groupby("unit", sort=True)
     ]
     score["units_not_swept"] = len(model.unit_truth) - len(truth)
+    function_set = classifier.get("kwargs", {}).get("functions", "planted")
+    score["function_set"] = function_set
+    score["development_set"] = function_set in FUNCTION_SETS
     score["classifier"] = dict(classifier)
     log.info(
-        "validation: precision %s, recall %s over %d planted units; null FDR %s over %d tests",
-        score["precision"],
-        score["recall"],
+        "validation (%s set %s): unique precision %s recall %s, tuning precision %s recall %s over %d planted "
+        "units; per-test null false-positive rate %s (unique), %s (tuning)",
+        "development" if score["development_set"] else "held-back",
+        function_set,
+        score["unique_precision"],
+        score["unique_recall"],
+        score.get("tuning_precision"),
+        score.get("tuning_recall"),
         score["n_planted"],
-        score["null_fdr"],
-        score["n_null_tests"],
+        score["unique_null_false_positive_rate"],
+        score.get("tuning_null_false_positive_rate"),
     )
     write_json(out_path, score)
     return score

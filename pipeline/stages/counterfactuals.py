@@ -286,13 +286,13 @@ def pair_table(
 
 def _top_concepts(unit_summary: pd.DataFrame, num_units: int) -> np.ndarray:
     """Each unit's top measure ("" when it has none) as an object array indexed by unit."""
-    missing = [c for c in ("unit", "top_measure") if c not in unit_summary.columns]
+    missing = [c for c in ("unit", "unique_measure") if c not in unit_summary.columns]
     if missing:
         raise KeyError(f"unit summary: column {missing[0]!r} is missing")
     concepts = np.full(num_units, "", dtype=object)
-    known = unit_summary.dropna(subset=["top_measure"])
+    known = unit_summary.dropna(subset=["unique_measure"])
     known = known[(known["unit"] >= 0) & (known["unit"] < num_units)]
-    concepts[known["unit"].to_numpy(dtype=np.int64)] = known["top_measure"].astype(str).to_numpy()
+    concepts[known["unit"].to_numpy(dtype=np.int64)] = known["unique_measure"].astype(str).to_numpy()
     return concepts
 
 
@@ -505,8 +505,8 @@ def _unit_labels(
             "measure": np.concatenate(flipped["top_concepts"].to_numpy()),
         }
     )
-    top_effect = unit_summary.set_index("unit")["top_effect"].reindex(slots["unit"]).to_numpy()
-    slots["direction"] = np.sign(slots["change"].to_numpy()) * np.sign(top_effect)
+    unique_effect = unit_summary.set_index("unit")["unique_effect"].reindex(slots["unit"]).to_numpy()
+    slots["direction"] = np.sign(slots["change"].to_numpy()) * np.sign(unique_effect)
     labelled = slots.groupby("measure")["direction"].agg(["size", "mean"]).reindex(measures)
     return labelled["size"].fillna(0).to_numpy() / len(slots), labelled["mean"].to_numpy()
 
@@ -525,10 +525,10 @@ def unit_movement(shares: np.ndarray, unit_summary: pd.DataFrame, top: int) -> p
 
     ``shares`` [N, U] are the successful samples' shares (:func:`unit_shares`). Columns:
     ``unit``, ``mean_share``, ``n_top`` (samples in which the unit is among the ``top``
-    largest shares), ``top_measure`` (its top concept, "" when none).
+    largest shares), ``unique_measure`` (its unique label, "" when none).
     """
     if len(shares) == 0:
-        return pd.DataFrame({"unit": pd.Series(dtype=np.int64), "mean_share": [], "n_top": [], "top_measure": []})
+        return pd.DataFrame({"unit": pd.Series(dtype=np.int64), "mean_share": [], "n_top": [], "unique_measure": []})
     mean = shares.mean(axis=0)
     order = np.argsort(-mean, kind="stable")[:top]
     per_sample_top = np.argsort(-shares, axis=1, kind="stable")[:, :top]
@@ -537,6 +537,6 @@ def unit_movement(shares: np.ndarray, unit_summary: pd.DataFrame, top: int) -> p
             "unit": order.astype(np.int64),
             "mean_share": mean[order],
             "n_top": [int((per_sample_top == unit).any(axis=1).sum()) for unit in order],
-            "top_measure": _top_concepts(unit_summary, shares.shape[1])[order].tolist(),
+            "unique_measure": _top_concepts(unit_summary, shares.shape[1])[order].tolist(),
         }
     )

@@ -1,8 +1,36 @@
+# The accepted samples measured as they are, for each unit's tuning across natural samples.
+rule observe:
+    input:
+        latents=f"{RESULTS}/latents.zarr",
+        activations=f"{RESULTS}/activations.zarr",
+    output:
+        f"{RESULTS}/tables/sample_measures.parquet",
+    log:
+        f"{LOGS}/observe.log",
+    params:
+        per_class=config["concepts"]["observed_samples"],
+        batch_size=config["samples"]["batch_size"],
+        device=config["device"],
+        precision=config["precision"],
+        classifier=model_params("classifier"),
+        generator=model_params("generator"),
+        code=stage_code("stages.observe", "measures", *MODEL_CODE),
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/observe.py"
+
+
 rule concepts:
     input:
         changes=f"{RESULTS}/tables/activation_changes.parquet",
         nulls=f"{RESULTS}/tables/null_controls.parquet",
         link_units=f"{RESULTS}/link/units.parquet",
+        activations=f"{RESULTS}/activations.zarr",
+        observed=f"{RESULTS}/tables/sample_measures.parquet",
     output:
         concepts=report(
             f"{RESULTS}/concepts/unit_concepts.parquet",
@@ -14,10 +42,12 @@ rule concepts:
             caption="../report/unit_summary.rst",
             category="Concepts",
         ),
+        tuning=f"{RESULTS}/concepts/unit_tuning.parquet",
     log:
         f"{LOGS}/concepts.log",
     params:
-        concepts=config["concepts"],
+        # observed_samples is the observe rule's; its output is an input here.
+        concepts={key: value for key, value in config["concepts"].items() if key != "observed_samples"},
         code=stage_code("stages.concepts", "stats", "measures"),
     threads: 2
     conda:
@@ -31,13 +61,18 @@ rule validation:
     input:
         concepts=f"{RESULTS}/concepts/unit_concepts.parquet",
         summary=f"{RESULTS}/concepts/unit_summary.parquet",
+        tuning=f"{RESULTS}/concepts/unit_tuning.parquet",
+        activations=f"{RESULTS}/activations.zarr",
+        observed=f"{RESULTS}/tables/sample_measures.parquet",
     output:
         f"{RESULTS}/concepts/validation.json",
     log:
         f"{LOGS}/validation.log",
     params:
         classifier=model_params("classifier"),
-        code=stage_code("stages.concepts", "validation", *MODEL_CODE),
+        folds=config["concepts"]["redundancy_folds"],
+        seed=config["concepts"]["seed"],
+        code=stage_code("stages.concepts", "validation", "stats", *MODEL_CODE),
     threads: 1
     conda:
         CONDA_ENV

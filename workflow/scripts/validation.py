@@ -8,6 +8,11 @@ run_stage(
     threads=job.threads,
     concepts_path=job.input.concepts,
     summary_path=job.input.summary,
+    tuning_path=job.input.tuning,
+    activations_path=job.input.activations,
+    observed_path=job.input.observed,
     out_path=job.output[0],
     classifier=job.params.classifier["spec"],
+    folds=job.params.folds,
+    seed=job.params.seed,
 )

@@ -1,0 +1,68 @@
+"""Measure the sampled renders themselves, for each unit's tuning across natural samples.
+
+The extract stage renders every sampled latent but keeps only the classifier's view of it.
+This stage renders the accepted samples again (the same latents, so the same images and
+activations) and measures them with the sweeps' own code path, one step per sample, so
+``r`` of ``activations.zarr`` and these measures describe the same images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.measures import measure_sweeps
+from pipeline.stages.common import load_models, prepare_device, render_and_encode
+from pipeline.store import read_zarr, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def observed_rows(classes: np.ndarray, accepted: np.ndarray, per_class: int) -> np.ndarray:
+    """Sample ids to measure: the first ``per_class`` accepted samples of each class."""
+    rows = [np.flatnonzero(accepted & (classes == c))[:per_class] for c in np.unique(classes)]
+    return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+
+
+def measure_samples(
+    latents_path: str | Path,
+    activations_path: str | Path,
+    out_path: str | Path,
+    *,
+    classifier: Mapping[str, Any],
+    generator: Mapping[str, Any],
+    device: str,
+    per_class: int,
+    batch_size: int,
+    precision: str = "fp32",
+) -> None:
+    """Write ``tables/sample_measures.parquet``: ``sample``, ``class`` and every image measure."""
+    latents, _ = read_zarr(latents_path, ["w", "class"])
+    activations, _ = read_zarr(activations_path, ["accepted"])
+    rows = observed_rows(latents["class"], activations["accepted"], per_class)
+    torch_device = prepare_device(device)
+    clf, gen = load_models(classifier, generator, torch_device)
+    classes = latents["class"][rows]
+    encoded = render_and_encode(
+        gen,
+        clf,
+        torch.from_numpy(latents["w"][rows]),
+        batch_size=batch_size,
+        device=torch_device,
+        label="observe",
+        keep_images=True,
+        mask_classes=torch.from_numpy(classes),
+        precision=precision,
+    )
+    measures = measure_sweeps(encoded.images[:, None], encoded.masks[:, None])
+    table = pd.concat(
+        [pd.DataFrame({"sample": rows.astype(np.int64), "class": classes.astype(np.int64)}), measures], axis=1
+    )
+    log.info("observe: %d samples measured, %d measures", len(table), measures.shape[1])
+    write_parquet(out_path, table)

@@ -1,0 +1,18 @@
+from pipeline.stages.common import run_stage
+from pipeline.stages.observe import measure_samples
+
+job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
+run_stage(
+    measure_samples,
+    log_path=job.log[0],
+    threads=job.threads,
+    latents_path=job.input.latents,
+    activations_path=job.input.activations,
+    out_path=job.output[0],
+    classifier=job.params.classifier["spec"],
+    generator=job.params.generator["spec"],
+    device=job.params.device,
+    precision=job.params.precision,
+    per_class=job.params.per_class,
+    batch_size=job.params.batch_size,
+)
