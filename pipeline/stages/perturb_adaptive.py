@@ -20,7 +20,7 @@ import torch
 
 from pipeline.adaptive import Design, SequentialTest, look_schedule
 from pipeline.measures import selected_measures
-from pipeline.stages.common import load_models, prepare_device
+from pipeline.stages.common import ModelSetup, Samples
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.measure import sweep_table
 from pipeline.stages.perturb import chunk_sweeps, render_sweeps
@@ -46,22 +46,18 @@ def perturb_chunk_adaptive(
     record_path: str | Path,
     renders_path: str | Path | None = None,
     *,
-    latents_path: str | Path,
-    activations_path: str | Path,
+    samples: Samples,
     link_path: str | Path,
     ranges_path: str | Path,
     nulls_path: str | Path,
     link_units_path: str | Path,
     units: list[int],
     total_units: int,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     steps: int,
     batch_size: int,
     adaptive: Mapping[str, Any],
     concepts: Mapping[str, Any],
-    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Sweep the chunk's units look by look (:mod:`pipeline.adaptive`) and measure as it goes.
 
@@ -72,7 +68,7 @@ def perturb_chunk_adaptive(
     ``tuning.adaptive``; ``concepts`` holds ``measures``, ``q`` and ``min_effect`` as the
     concepts stage will use them, and ``total_units`` the units of the whole run.
     """
-    rows, classes, r, unit_ids, values = chunk_sweeps(latents_path, activations_path, ranges_path, units, steps)
+    rows, classes, r, unit_ids, values = chunk_sweeps(samples, ranges_path, units, steps)
     nulls = read_parquet(nulls_path)
     measures = selected_measures(nulls.columns, concepts["measures"])
     schedule = {
@@ -80,8 +76,7 @@ def perturb_chunk_adaptive(
     }
     design = Design.from_config(total_units * len(measures), schedule[int(unit_ids[0])], adaptive, concepts)
     link = load_link(link_path)
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
+    loaded = models.load()
     sample_index, unit_index = pd.Index(rows), pd.Index(unit_ids)
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -89,16 +84,13 @@ def perturb_chunk_adaptive(
         at, of = sample_index.get_indexer(sweep_samples), unit_index.get_indexer(sweep_units)
         w = pair_latents(link, torch.from_numpy(r[at]), sweep_units, torch.from_numpy(values[of]))
         sweeps = render_sweeps(
+            loaded,
             w,
             sweep_units,
             classes[at],
             values[of],
-            gen,
-            clf,
             batch_size=batch_size,
-            device=torch_device,
             label=f"perturb look {len(kept) + 1}: {len(np.unique(sweep_units))} units",
-            precision=precision,
         )
         kept.append((of, at, sweeps["images"], sweeps["masks"]) if renders_path else (of, at, None, None))
         return sweep_table(sweep_units, sweep_samples, classes[at], sweeps, sweeps["images"], sweeps["masks"])

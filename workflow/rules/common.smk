@@ -1,15 +1,12 @@
 import functools
 
-from pipeline.models import load_classifier, spec_weights_sha256
+from pipeline.models import describe_model, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
 from pipeline.stages.config import ConfigError, chunk_units, select_units
 
 RESULTS = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
-
-# Every rule that runs a model also depends on these modules.
-MODEL_CODE = ("models", "world", "device", "store", "stages.common")
 
 MODEL_THREADS = 4
 
@@ -22,18 +19,33 @@ wildcard_constraints:
 
 
 def model_params(role):
-    """A model's spec plus the sha256 of its weights, so new weights re-run its stages."""
+    """A model's spec plus the sha256 of the files it loads, so new weights re-run its stages."""
     return {"spec": config[role], "sha256": spec_weights_sha256(config[role], role)}
 
 
+def model_stage(module, roles=("classifier", "generator")):
+    """What every model stage passes as params.
+
+    ``models`` holds each role's spec and weights' sha256, the device and the precision
+    (pipeline.stages.common.ModelSetup.from_params reads it); ``code`` is the version of the
+    stage's module and of everything it imports.
+    """
+    models = {role: model_params(role) for role in roles}
+    return {
+        "models": models | {"device": config["device"], "precision": config["precision"]},
+        "code": stage_code(module),
+    }
+
+
 def stage_code(*modules):
-    """The code version of a stage: its own modules plus the shared ones."""
-    return code_version(*modules, "store", "stages.common")
+    """The code version of a stage: its modules and every pipeline module they import."""
+    return code_version(*modules)
 
 
 @functools.cache
 def classifier_units():
-    return load_classifier(config["classifier"]).num_units
+    """The classifier's unit count, from its cached description: planning loads no model."""
+    return describe_model(config["classifier"], "classifier").num_units
 
 
 def selected_units():

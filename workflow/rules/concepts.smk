@@ -18,7 +18,7 @@ rule concepts:
         f"{LOGS}/concepts.log",
     params:
         concepts=config["concepts"],
-        code=stage_code("stages.concepts", "stats", "measures"),
+        code=stage_code("stages.concepts"),
     threads: 2
     conda:
         CONDA_ENV
@@ -37,7 +37,7 @@ rule validation:
         f"{LOGS}/validation.log",
     params:
         classifier=model_params("classifier"),
-        code=stage_code("stages.concepts", "validation", *MODEL_CODE),
+        code=stage_code("stages.concepts"),
     threads: 1
     conda:
         CONDA_ENV

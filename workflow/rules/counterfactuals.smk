@@ -45,7 +45,7 @@ rule counterfactuals:
         device=config["device"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
-        code=stage_code("counterfactual", "stages.link", "measures", *MODEL_CODE),
+        code=stage_code("counterfactual"),
     threads: MODEL_THREADS
     resources:
         gpu=1,
@@ -67,7 +67,7 @@ rule counterfactual_summary:
     params:
         n_boot=config["counterfactuals"]["n_boot"],
         seed=config["counterfactuals"]["seed"],
-        code=stage_code("counterfactual", "measures"),
+        code=stage_code("counterfactual"),
     threads: 1
     conda:
         CONDA_ENV

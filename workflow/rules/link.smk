@@ -14,11 +14,7 @@ rule link:
         f"{LOGS}/link.log",
     params:
         link=config["link"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.link", *MODEL_CODE),
+        **model_stage("stages.link"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

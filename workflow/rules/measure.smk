@@ -9,7 +9,7 @@ if not config["tuning"]["adaptive"]["enabled"]:
         log:
             f"{LOGS}/measure/chunk-{{chunk}}.log",
         params:
-            code=stage_code("stages.measure", "measures"),
+            code=stage_code("stages.measure"),
         threads: 2
         conda:
             CONDA_ENV
@@ -29,7 +29,7 @@ rule gather_tables:
     log:
         f"{LOGS}/gather_tables.log",
     params:
-        code=stage_code("stages.measure", "measures"),
+        code=stage_code("stages.measure"),
     threads: 1
     conda:
         CONDA_ENV

@@ -13,13 +13,7 @@ rule null_controls:
         directions=config["tuning"]["null_directions"],
         seed=config["tuning"]["null_seed"],
         batch_size=config["tuning"]["batch_size"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code(
-            "stages.nulls", "stages.perturb", "stages.measure", "stages.link", "stages.units", "measures", *MODEL_CODE
-        ),
+        **model_stage("stages.nulls"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

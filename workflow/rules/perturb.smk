@@ -22,23 +22,9 @@ if config["tuning"]["adaptive"]["enabled"]:
             total_units=len(selected_units()),
             steps=config["tuning"]["steps"],
             batch_size=config["tuning"]["batch_size"],
-            device=config["device"],
-            precision=config["precision"],
-            classifier=model_params("classifier"),
-            generator=model_params("generator"),
             adaptive=config["tuning"]["adaptive"],
             concepts={key: config["concepts"][key] for key in ("measures", "q", "min_effect")},
-            code=stage_code(
-                "stages.perturb_adaptive",
-                "stages.perturb",
-                "stages.measure",
-                "stages.link",
-                "stages.units",
-                "adaptive",
-                "stats",
-                "measures",
-                *MODEL_CODE,
-            ),
+            **model_stage("stages.perturb_adaptive"),
         threads: MODEL_THREADS
         resources:
             gpu=1,
@@ -63,11 +49,7 @@ else:
             units=units_of_chunk,
             steps=config["tuning"]["steps"],
             batch_size=config["tuning"]["batch_size"],
-            device=config["device"],
-            precision=config["precision"],
-            classifier=model_params("classifier"),
-            generator=model_params("generator"),
-            code=stage_code("stages.perturb", "stages.link", "stages.units", "measures", *MODEL_CODE),
+            **model_stage("stages.perturb"),
         threads: MODEL_THREADS
         resources:
             gpu=1,

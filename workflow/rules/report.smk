@@ -19,9 +19,7 @@ rule report:
         device=config["device"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
-        code=stage_code(
-            "reporting", "counterfactual", "stats", "stages.perturb", "stages.link", "stages.units", *MODEL_CODE
-        ),
+        code=stage_code("reporting"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

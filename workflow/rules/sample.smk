@@ -6,11 +6,7 @@ rule sample:
     params:
         samples=config["samples"],
         classes=config["classes"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.sample", *MODEL_CODE),
+        **model_stage("stages.sample"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

@@ -1,4 +1,4 @@
-from pipeline.stages.common import run_stage
+from pipeline.stages.common import Samples, run_stage
 from pipeline.stages.units import unit_ranges
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
@@ -6,8 +6,7 @@ run_stage(
     unit_ranges,
     log_path=job.log[0],
     threads=job.threads,
-    latents_path=job.input.latents,
-    activations_path=job.input.activations,
+    samples=Samples(job.input.latents, job.input.activations),
     out_path=job.output[0],
     range_quantiles=job.params.range_quantiles,
 )
