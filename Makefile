@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # steal each other's time.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-slow test-slurm lint bench train-default-models clean
+.PHONY: demo test test-run test-slow test-slurm lint bench train-default-models clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(BIN)/.installed
 	bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 	$(MAKE) lint
+
+# The tiny config the workflow tests use (.test/config/config.yaml), run as a user would, in
+# .test/; its .test/benchmarks/tiny/ TSVs are what profiles/slurm-local's resources come from.
+test-run: $(BIN)/.installed
+	PYTHONPATH=$(CURDIR) snakemake --cores 2 --directory .test
 
 # Longer end-to-end checks: more kills in the fault-injection test.
 test-slow: $(BIN)/.installed
@@ -49,4 +54,4 @@ train-default-models: $(BIN)/.installed
 	snakemake --cores all train_default_models
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake benchmarks
