@@ -7,6 +7,9 @@ from pipeline.stages.config import ConfigError, chunk_units, select_units
 
 RESULTS = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
+# Time and memory of the heavy jobs (Snakemake's benchmark TSVs), the source of the SLURM
+# profile's runtime and mem_mb (profiles/README.md).
+BENCHMARKS = f"benchmarks/{config['run']}"
 
 MODEL_THREADS = 4
 

@@ -16,6 +16,8 @@ rule concepts:
         ),
     log:
         f"{LOGS}/concepts.log",
+    benchmark:
+        f"{BENCHMARKS}/concepts.tsv"
     params:
         concepts=config["concepts"],
         code=stage_code("stages.concepts"),

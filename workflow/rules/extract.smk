@@ -5,6 +5,8 @@ rule extract:
         directory(f"{RESULTS}/activations.zarr"),
     log:
         f"{LOGS}/extract.log",
+    benchmark:
+        f"{BENCHMARKS}/extract.tsv"
     params:
         require_correct=config["samples"]["require_correct"],
         batch_size=config["samples"]["batch_size"],

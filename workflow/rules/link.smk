@@ -12,6 +12,8 @@ rule link:
         units=f"{RESULTS}/link/units.parquet",
     log:
         f"{LOGS}/link.log",
+    benchmark:
+        f"{BENCHMARKS}/link.tsv"
     params:
         link=config["link"],
         **model_stage("stages.link"),

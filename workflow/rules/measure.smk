@@ -8,6 +8,8 @@ if not config["tuning"]["adaptive"]["enabled"]:
             f"{RESULTS}/tables/chunk-{{chunk}}.parquet",
         log:
             f"{LOGS}/measure/chunk-{{chunk}}.log",
+        benchmark:
+            f"{BENCHMARKS}/measure/chunk-{{chunk}}.tsv"
         params:
             code=stage_code("stages.measure"),
         threads: 2

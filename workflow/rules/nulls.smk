@@ -8,6 +8,8 @@ rule null_controls:
         f"{RESULTS}/tables/null_controls.parquet",
     log:
         f"{LOGS}/null_controls.log",
+    benchmark:
+        f"{BENCHMARKS}/null_controls.tsv"
     params:
         steps=config["tuning"]["steps"],
         directions=config["tuning"]["null_directions"],

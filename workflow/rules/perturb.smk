@@ -16,6 +16,8 @@ if config["tuning"]["adaptive"]["enabled"]:
             **({"renders": renders(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")} if config["tuning"]["keep_renders"] else {}),
         log:
             f"{LOGS}/perturb/chunk-{{chunk}}.log",
+        benchmark:
+            f"{BENCHMARKS}/perturb/chunk-{{chunk}}.tsv"
         params:
             units=units_of_chunk,
             # The efficacy bound divides by every test of the run.
@@ -45,6 +47,8 @@ else:
             renders(f"{RESULTS}/renders/chunk-{{chunk}}.zarr"),
         log:
             f"{LOGS}/perturb/chunk-{{chunk}}.log",
+        benchmark:
+            f"{BENCHMARKS}/perturb/chunk-{{chunk}}.tsv"
         params:
             units=units_of_chunk,
             steps=config["tuning"]["steps"],

@@ -14,6 +14,8 @@ rule report:
         directory(f"{RESULTS}/report"),
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCHMARKS}/report.tsv"
     params:
         report=config["report"],
         device=config["device"],

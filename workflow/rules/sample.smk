@@ -3,6 +3,8 @@ rule sample:
         directory(f"{RESULTS}/latents.zarr"),
     log:
         f"{LOGS}/sample.log",
+    benchmark:
+        f"{BENCHMARKS}/sample.tsv"
     params:
         samples=config["samples"],
         classes=config["classes"],
