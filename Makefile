@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # steal each other's time.
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo run test test-slow test-slurm lint bench train-default-models clean
+.PHONY: demo run test test-run test-slow test-slurm lint bench train-default-models clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(BIN)/.installed
 	bash scripts/install_chromium.sh
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 	$(MAKE) lint
+
+# The tiny config the workflow tests use (.test/config/config.yaml), run as a user would, in
+# .test/; its .test/benchmarks/tiny/ TSVs are what profiles/slurm-local's resources come from.
+test-run: $(BIN)/.installed
+	PYTHONPATH=$(CURDIR) snakemake --cores 2 --directory .test
 
 # Longer end-to-end checks: more kills in the fault-injection test.
 test-slow: $(BIN)/.installed
@@ -58,4 +63,4 @@ train-default-models: $(BIN)/.installed
 	snakemake --cores all train_default_models
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake benchmarks

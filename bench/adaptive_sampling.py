@@ -42,11 +42,12 @@ import pandas as pd  # noqa: E402
 
 from pipeline.adaptive import Design, SequentialTest, futile_discoveries, look_schedule  # noqa: E402 (the checkout's package)
 from pipeline.measures import selected_measures  # noqa: E402
-from pipeline.stages.common import run_stage  # noqa: E402
+from pipeline.stages.common import ModelSetup, run_stage  # noqa: E402
 from pipeline.stages.config import chunk_units, load_schema, validate_config  # noqa: E402
 from pipeline.stages.measure import measure_chunk  # noqa: E402
 from pipeline.stages.perturb import perturb_chunk  # noqa: E402
 from pipeline.stages.perturb_adaptive import perturb_chunk_adaptive  # noqa: E402
+from pipeline.stages.samples import Samples  # noqa: E402
 from pipeline.stats import unit_concepts, unit_summary  # noqa: E402
 from pipeline.store import read_parquet  # noqa: E402
 
@@ -103,14 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         units = sorted(ranges["unit"].tolist())[: args.units]
         chunks = chunk_units(units, tuning["chunk_size"])
         common = {
-            "latents_path": paths["latents.zarr"],
-            "activations_path": paths["activations.zarr"],
+            "samples": Samples(paths["latents.zarr"], paths["activations.zarr"]),
             "link_path": paths["link/model.pt"],
             "ranges_path": paths["units/ranges.parquet"],
-            "classifier": config["classifier"],
-            "generator": config["generator"],
-            "device": config["device"],
-            "precision": config["precision"],
+            "models": ModelSetup(config["classifier"], config["generator"], config["device"], config["precision"]),
             "steps": tuning["steps"],
             "batch_size": tuning["batch_size"],
         }

@@ -1,36 +1,35 @@
-"""Shared fixtures: a tiny workflow config on the tiny test models, and one finished run of it."""
+"""Shared fixtures: the tiny workflow config on the tiny test models, and one finished run of it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pipeline.models.cache import CACHE_DIR_VARIABLE
+from tests.workflow_harness import REPO, load_test_config, snakemake_command
 
-TINY_CLASSIFIER = {"kind": "python", "entrypoint": "tests.tiny_models:tiny_classifier"}
-TINY_GENERATOR = {"kind": "python", "entrypoint": "tests.tiny_models:tiny_generator"}
+REPO_ROOT = REPO
+
+TINY_CLASSIFIER = load_test_config("config")["classifier"]
+TINY_GENERATOR = load_test_config("config")["generator"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Weight hashes and model descriptions of this test session go to a throwaway directory,
+    shared by its Snakemake runs (entries are keyed by file and content, so sharing is safe)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_DIR_VARIABLE, str(tmp_path_factory.mktemp("model_cache")))
+        yield
 
 
 def tiny_config() -> dict:
-    """A whole run in seconds: 2 classes, 4 units in 2 chunks, 3 probe samples per class."""
-    return {
-        "run": "tiny",
-        "device": "cpu",
-        "classifier": dict(TINY_CLASSIFIER),
-        "generator": dict(TINY_GENERATOR),
-        "classes": [0, 1],
-        "units": [0, 1, 2, 5],
-        "samples": {"train": 30, "test": 6, "probe": 3, "batch_size": 128},
-        "link": {"folds": 3, "mlp": True, "mlp_hidden": 16, "mlp_epochs": 10, "batch_size": 128},
-        "tuning": {"steps": 3, "chunk_size": 3, "batch_size": 64, "null_directions": 4},
-        "concepts": {"n_boot": 50},
-        "report": {"samples": 2, "steps": 3},
-    }
+    """``.test/config/config.yaml``: a whole run in seconds (2 classes, 4 units in 2 chunks)."""
+    return load_test_config("config")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -39,7 +38,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 60
     ``PYTHONPATH`` names the repository so that jobs can import ``tests.tiny_models``.
     """
     process = subprocess.run(
-        snakemake_command(workdir, *args),
+        snakemake_command(*args, config=workdir / "config.yaml", directory=workdir, one_thread_per_rule=False),
         env=workflow_env(),
         capture_output=True,
         text=True,
@@ -48,21 +47,6 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 60
     if check and process.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{process.stdout[-4000:]}\n{process.stderr[-6000:]}")
     return process
-
-
-def snakemake_command(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
 
 
 def workflow_env() -> dict[str, str]:
@@ -81,5 +65,5 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The working directory of one complete run of the tiny config (shared; treat as read-only)."""
     workdir = tmp_path_factory.mktemp("finished_run")
     write_config(workdir, tiny_config())
-    snakemake(workdir, "--cores", "2")
+    snakemake(workdir)
     return workdir

@@ -13,6 +13,7 @@ import pickle
 import sys
 import types
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ import pipeline.models.adapters.stylegan as stylegan
 import pipeline.models.adapters.timm_adapter as timm_adapter
 import pipeline.models.adapters.torchscript_adapter  # noqa: F401  (registers kind: torchscript)
 import pipeline.models.adapters.torchvision_adapter as torchvision_adapter
+import pipeline.validation
+import tests.tiny_models
 from pipeline.device import autocast
 from pipeline.models import ModelSpecError, load_classifier, load_generator, spec_weights_sha256
 from pipeline.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, preprocess_from_spec
@@ -144,14 +147,15 @@ def test_state_dict_file_is_loaded_and_hashed(tmp_path):
     assert spec_weights_sha256(spec, "classifier") == file_sha256(path)
 
 
-def test_a_python_spec_hashes_the_weights_of_the_model_spec_it_wraps(tmp_path):
+def test_a_python_spec_hashes_its_factory_and_the_weights_of_the_model_spec_it_wraps(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(load_classifier(torchvision_spec()).network.state_dict(), path)
     base = torchvision_spec(weights=str(path))
     spec = {"kind": "python", "entrypoint": "pipeline.validation:planted_classifier", "kwargs": {"base_spec": base}}
-    assert spec_weights_sha256(spec, "classifier") == file_sha256(path)
+    factory = Path(pipeline.validation.__file__)
+    assert spec_weights_sha256(spec, "classifier") == f"{file_sha256(factory)},{file_sha256(path)}"
     no_nested = {"kind": "python", "entrypoint": "tests.tiny_models:tiny_classifier", "kwargs": {"seed": 1}}
-    assert spec_weights_sha256(no_nested, "classifier") == ""
+    assert spec_weights_sha256(no_nested, "classifier") == file_sha256(Path(tests.tiny_models.__file__))
 
 
 def test_weights_enum_resolves_from_the_local_cache_only(tmp_path, monkeypatch):

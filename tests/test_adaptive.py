@@ -137,7 +137,7 @@ def test_workflow_with_adaptive_sampling_renders_fewer_rows(tmp_path: Path):
     config["samples"]["probe"] = 6
     config["tuning"] |= {"keep_renders": True, "adaptive": {"enabled": True}}
     write_config(tmp_path, config)
-    snakemake(tmp_path, "--cores", "2", "results/tiny/tables/activation_changes.parquet")
+    snakemake(tmp_path, "results/tiny/tables/activation_changes.parquet")
 
     tables = tmp_path / "results/tiny/tables"
     nulls = pd.read_parquet(tables / "null_controls.parquet")

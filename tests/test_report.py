@@ -19,9 +19,11 @@ from pipeline.reporting import build_report
 from pipeline.reporting.pages import fmt
 from pipeline.reporting.site import CO_CHANGING_UNITS, rank_units, slug, top_units_for
 from pipeline.reporting.svg import SELECTIVE_COLOUR, effect_bars
+from pipeline.stages.config import load_schema, validate_config
 from pipeline.stages.counterfactuals import counterfactual_pair, summarise_pairs
 from pipeline.store import read_json, read_parquet, write_json
 
+SCHEMA = load_schema(Path(__file__).resolve().parent.parent / "workflow/schemas/config.schema.yaml")
 PAIRS = ((0, 1), (1, 0))
 STRIP_SAMPLES = 2
 STRIP_STEPS = 3
@@ -33,7 +35,7 @@ def built_report(workdir: Path, dest: Path, validation: dict | None = None, **se
 
     Returns the site's folder.
     """
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config = validate_config(yaml.safe_load((workdir / "config.yaml").read_text()), SCHEMA)
     run = dest / config["run"]
     shutil.copytree(workdir / "results" / config["run"], run)
     if not (run / "counterfactuals/summary.json").exists():
@@ -43,7 +45,7 @@ def built_report(workdir: Path, dest: Path, validation: dict | None = None, **se
         validation_path = run / "concepts/validation.json"
         write_json(validation_path, validation)
     site = dest / "report"
-    defaults = {"samples": STRIP_SAMPLES, "steps": STRIP_STEPS, "counterfactual_examples": EXAMPLES, "top_units": 3}
+    chosen = {"samples": STRIP_SAMPLES, "steps": STRIP_STEPS, "counterfactual_examples": EXAMPLES, "top_units": 3}
     index = build_report(
         run,
         site,
@@ -51,7 +53,7 @@ def built_report(workdir: Path, dest: Path, validation: dict | None = None, **se
         generator=config["generator"],
         device="cpu",
         validation_path=validation_path,
-        **(defaults | settings),
+        **(config["report"] | chosen | settings),
     )
     assert index == site / "index.html"
     return site

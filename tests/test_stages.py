@@ -12,7 +12,17 @@ import torch
 import yaml
 
 from pipeline.stages import common
-from pipeline.stages.common import check_finite, code_version, render_and_encode, run_stage, synthesize, tile
+from pipeline.stages.common import (
+    ModelSetup,
+    Samples,
+    check_finite,
+    code_version,
+    imported_modules,
+    render_and_encode,
+    run_stage,
+    synthesize,
+    tile,
+)
 from pipeline.stages.config import ConfigError, chunk_units, load_schema, select_units, validate_config
 from pipeline.stages.extract import extract_activations
 from pipeline.stages.link import (
@@ -31,7 +41,7 @@ from pipeline.stages.measure import gather_tables, sweep_table
 from pipeline.stages.nulls import direction_sweeps, random_directions, typical_span
 from pipeline.stages.perturb import sweep_latents, sweep_values
 from pipeline.stages.sample import latents_from_seeds, map_latents, sample_latents
-from pipeline.stages.units import compute_ranges, probe_rows
+from pipeline.stages.units import compute_ranges, probe_rows, probe_samples
 from pipeline.store import read_zarr, write_parquet, write_zarr
 from tests.conftest import REPO_ROOT, TINY_CLASSIFIER, TINY_GENERATOR
 from tests.tiny_models import TinyClassifier, tiny_classifier, tiny_generator
@@ -131,17 +141,31 @@ def test_chunks_are_keyed_by_unit_id_so_new_units_leave_other_chunks_alone() -> 
 # --- shared helpers ----------------------------------------------------------------------
 
 
-def test_code_version_follows_the_named_modules_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_code_version_follows_the_modules_a_stage_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "stages").mkdir()
-    (tmp_path / "stages/a.py").write_text("A = 1\n")
-    (tmp_path / "stages/b.py").write_text("B = 1\n")
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "stages/__init__.py").write_text("")
+    (tmp_path / "stages/a.py").write_text("import numpy\nfrom pipeline.stages import b\n")
+    # Imported inside a function, under its package's name, and relative to it.
+    (tmp_path / "stages/b.py").write_text("def f():\n    import pipeline.helpers\n    from . import c\n")
+    (tmp_path / "stages/c.py").write_text("C = 1\n")
+    (tmp_path / "helpers.py").write_text("H = 1\n")
+    (tmp_path / "unrelated.py").write_text("U = 1\n")
     monkeypatch.setattr(common, "PACKAGE_ROOT", tmp_path)
-    a, b, package = code_version("stages.a"), code_version("stages.b"), code_version("stages")
-    (tmp_path / "stages/a.py").write_text("A = 2\n")
-    assert code_version("stages.a") != a
-    assert code_version("stages.b") == b
-    assert code_version("stages") != package
+    assert imported_modules("stages.a") == {"", "stages", "stages.a", "stages.b", "stages.c", "helpers"}
+    version = code_version("stages.a")
+    (tmp_path / "unrelated.py").write_text("U = 2\n")
+    assert code_version("stages.a") == version
+    (tmp_path / "helpers.py").write_text("H = 2\n")
+    assert code_version("stages.a") != version
     assert code_version("stages.absent") == code_version("stages.absent")
+
+
+def test_a_stage_s_code_is_the_package_modules_it_imports() -> None:
+    extract = imported_modules("stages.extract")
+    assert {"stages.common", "store", "models.registry", "models.adapters.builtin", "device"} <= extract
+    assert not {"stats", "reporting", "stages.link", "adaptive"} & extract
+    assert {"stages.perturb", "stages.measure", "stats", "adaptive"} <= imported_modules("stages.perturb_adaptive")
 
 
 def test_run_stage_logs_the_failure_in_one_line(tmp_path: Path) -> None:
@@ -201,12 +225,10 @@ def test_tile_places_images_on_a_grid_with_gaps() -> None:
 # --- sample and extract ------------------------------------------------------------------
 
 
-def sample_kwargs(**overrides) -> dict:
+def sample_kwargs(classifier: dict = TINY_CLASSIFIER, **overrides) -> dict:
     kwargs = {
-        "classifier": TINY_CLASSIFIER,
-        "generator": TINY_GENERATOR,
+        "models": ModelSetup(classifier, TINY_GENERATOR, device="cpu"),
         "classes": [0, 1],
-        "device": "cpu",
         "train": 4,
         "test": 2,
         "probe": 2,
@@ -240,9 +262,7 @@ def test_sampling_fills_each_split_per_class_and_is_reproducible(tmp_path: Path)
     extract_activations(
         tmp_path / "a.zarr",
         tmp_path / "activations.zarr",
-        classifier=TINY_CLASSIFIER,
-        generator=TINY_GENERATOR,
-        device="cpu",
+        models=ModelSetup(TINY_CLASSIFIER, TINY_GENERATOR, device="cpu"),
         require_correct=True,
         batch_size=64,
     )
@@ -346,7 +366,11 @@ def test_ranges_are_quantiles_over_the_accepted_probe_samples(tmp_path: Path) ->
     assert compute_ranges(r, [0.5, 0.5])["low"].tolist() == [9.0, 10.0]
 
     write_zarr(tmp_path / "latents.zarr", {"split": np.array(["train", "probe", "probe"])})
-    write_zarr(tmp_path / "activations.zarr", {"accepted": np.array([True, False, True])})
+    write_zarr(tmp_path / "activations.zarr", {"accepted": np.array([True, False, True]), "r": r[:3]})
+    samples = Samples(tmp_path / "latents.zarr", tmp_path / "activations.zarr")
+    rows, probe = probe_samples(samples, latents=("split",), activations=("r",))
+    assert rows.tolist() == [2] and probe["split"].tolist() == ["probe"]
+    np.testing.assert_array_equal(probe["r"], r[2:3])
     assert probe_rows(tmp_path / "latents.zarr", tmp_path / "activations.zarr").tolist() == [2]
     write_zarr(tmp_path / "activations.zarr", {"accepted": np.array([True, False, False])})
     with pytest.raises(ValueError, match="no accepted probe sample"):

@@ -23,6 +23,7 @@ from pipeline.stages.nulls import (
     standardised_ranges,
     typical_span,
 )
+from pipeline.stages.samples import Samples
 from pipeline.store import write_zarr
 from pipeline.validation import planted_run_config
 from tests.conftest import REPO_ROOT, snakemake, tiny_config, write_config
@@ -78,7 +79,7 @@ def test_link_standardisation_uses_the_accepted_train_samples(tmp_path: Path) ->
     accepted = np.array([True, True, True, False, True, True, True, True])
     write_zarr(tmp_path / "latents.zarr", {"split": split})
     write_zarr(tmp_path / "activations.zarr", {"r": r, "accepted": accepted})
-    mean, std = link_standardisation(tmp_path / "latents.zarr", tmp_path / "activations.zarr")
+    mean, std = link_standardisation(Samples(tmp_path / "latents.zarr", tmp_path / "activations.zarr"))
     train = r[accepted & (split == "train")]
     np.testing.assert_allclose(mean, train.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(std, [*train.std(axis=0)[:2], 1.0], rtol=1e-6)  # a constant unit keeps std 1
@@ -88,12 +89,12 @@ def test_link_standardisation_uses_the_accepted_train_samples(tmp_path: Path) ->
     assert span == pytest.approx(np.median([2.0 / std[0], 40.0 / std[1]]))
     write_zarr(tmp_path / "activations.zarr", {"r": r, "accepted": np.zeros(8, dtype=bool)})
     with pytest.raises(ValueError, match="no accepted train sample"):
-        link_standardisation(tmp_path / "latents.zarr", tmp_path / "activations.zarr")
+        link_standardisation(Samples(tmp_path / "latents.zarr", tmp_path / "activations.zarr"))
 
 
 def test_validation_is_a_target_only_with_the_planted_classifier(tmp_path: Path) -> None:
     write_config(tmp_path / "tiny", tiny_config())
-    plain = snakemake(tmp_path / "tiny", "--dry-run", "--cores", "2").stdout
+    plain = snakemake(tmp_path / "tiny", "--dry-run").stdout
     assert "rule concepts:" in plain and "rule validation:" not in plain
 
     planted = tiny_config()
@@ -103,14 +104,14 @@ def test_validation_is_a_target_only_with_the_planted_classifier(tmp_path: Path)
         "kwargs": {"base_spec": dict(tiny_config()["classifier"]), "n_null": 2},
     }
     write_config(tmp_path / "planted", planted)
-    scheduled = snakemake(tmp_path / "planted", "--dry-run", "--cores", "2").stdout
+    scheduled = snakemake(tmp_path / "planted", "--dry-run").stdout
     assert "rule validation:" in scheduled and "results/tiny/concepts/validation.json" in scheduled
 
 
 def test_validation_enabled_runs_the_workflow_again_beside_the_run_on_planted_units(tmp_path: Path) -> None:
     config = tiny_config() | {"validation": {"enabled": True, "n_null": 2}}
     write_config(tmp_path, config)
-    scheduled = snakemake(tmp_path, "--dry-run", "--cores", "2").stdout
+    scheduled = snakemake(tmp_path, "--dry-run").stdout
     # Every stage of the nested run is scheduled once more, under results/tiny/validation.
     for stage in ("sample", "extract", "link", "perturb", "measure", "null_controls", "concepts", "validation"):
         assert f"rule validation_{stage}:" in scheduled, stage
@@ -126,7 +127,7 @@ def test_validation_enabled_runs_the_workflow_again_beside_the_run_on_planted_un
 @pytest.mark.skipif(bool(MISSING_WEIGHTS), reason=f"builtin weights missing: {', '.join(MISSING_WEIGHTS)}")
 def test_planted_units_get_their_measure_and_null_units_stay_unselected(tmp_path: Path) -> None:
     write_config(tmp_path, PLANTED_CONFIG)
-    snakemake(tmp_path, "--cores", "2")
+    snakemake(tmp_path)
     results = tmp_path / "results/planted"
     validation = json.loads((results / "concepts/validation.json").read_text())
 
@@ -144,7 +145,7 @@ def test_planted_units_get_their_measure_and_null_units_stay_unselected(tmp_path
     nulls = pd.read_parquet(results / "tables/null_controls.parquet")
     directions = nulls[nulls["control"] == "random_direction"]
     assert directions["unit"].nunique() == PLANTED_CONFIG["tuning"]["null_directions"]
-    mean, std = link_standardisation(results / "latents.zarr", results / "activations.zarr")
+    mean, std = link_standardisation(Samples(results / "latents.zarr", results / "activations.zarr"))
     span = typical_span(standardised_ranges(pd.read_parquet(results / "units/ranges.parquet"), mean, std))
     lengths = directions.groupby("unit")["requested"].agg(lambda requested: requested.max() - requested.min())
     np.testing.assert_allclose(lengths, span, rtol=1e-5)

@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 import zarr
 
-from tests.conftest import snakemake, snakemake_command, tiny_config, workflow_env, write_config
+from pipeline.models.cache import CACHE_DIR_VARIABLE, TRACE_VARIABLE
+from tests.conftest import snakemake, tiny_config, workflow_env, write_config
+from tests.workflow_harness import snakemake_command
 
 RESULTS = "results/tiny"
 ARTIFACTS = (
@@ -94,8 +96,29 @@ def test_run_writes_every_artifact(finished_run: Path) -> None:
 
 
 def test_second_run_has_nothing_to_do(finished_run: Path) -> None:
-    process = snakemake(finished_run, "--cores", "2")
+    process = snakemake(finished_run)
     assert "Nothing to be done" in process.stdout + process.stderr
+
+
+def test_a_plan_hashes_each_weight_file_once_and_loads_a_model_only_the_first_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the planted validation run beside it, the plan describes two classifiers.
+    write_config(tmp_path, tiny_config() | {"validation": {"enabled": True, "n_null": 2}})
+    monkeypatch.setenv(CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    trace = tmp_path / "trace"
+    monkeypatch.setenv(TRACE_VARIABLE, str(trace))
+
+    snakemake(tmp_path, "--dry-run")
+    events = trace.read_text().splitlines()
+    hashed = [event for event in events if event.startswith("sha256 ")]
+    assert hashed and len(hashed) == len(set(hashed)), events
+    # Describing the run's classifier, and the planted one that wraps it (loading it again).
+    assert [event for event in events if event.startswith("load ")] == ["load classifier python"] * 3
+
+    trace.unlink()
+    snakemake(tmp_path, "--dry-run")
+    assert not trace.exists(), trace.read_text()
 
 
 def test_changed_link_config_reruns_link_and_what_follows(finished_run: Path) -> None:
@@ -146,7 +169,7 @@ def test_sigkill_during_perturb_resumes_with_only_unfinished_chunks(finished_run
     # can be done while another is in flight. Same cores as the finished run: BLAS results,
     # and so the bytes, can depend on the thread count.
     process = subprocess.Popen(
-        snakemake_command(tmp_path, "--cores", "2"),
+        snakemake_command(config=tmp_path / "config.yaml", directory=tmp_path, one_thread_per_rule=False),
         env=workflow_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -174,7 +197,7 @@ def test_sigkill_during_perturb_resumes_with_only_unfinished_chunks(finished_run
 
     # A killed Snakemake leaves its lock behind; --unlock is the documented recovery step.
     snakemake(tmp_path, "--unlock")
-    snakemake(tmp_path, "--cores", "2", "--rerun-incomplete")
+    snakemake(tmp_path, "--rerun-incomplete")
     for table in ("activation_changes", "null_controls"):
         resumed = (results / f"tables/{table}.parquet").read_bytes()
         assert resumed == (finished_run / RESULTS / f"tables/{table}.parquet").read_bytes(), table

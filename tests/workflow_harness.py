@@ -5,8 +5,10 @@ The copy holds the Snakefile, ``environment.yml`` (the rules' conda environment)
 ``PYTHONPATH`` for Snakemake and its jobs. So a test may edit the copy's code or weights
 without touching the checkout, and results land in the copy.
 
-The tiny classifier is a TorchScript archive in the copy (``classifier.pt``), so tests can
-replace a real weights file; the generator is the tiny ``kind: python`` one.
+The config is the checked-in ``.test/config_weights_file/config.yaml``: its classifier is a
+TorchScript archive in the copy (``classifier.pt``), so tests can replace a real weights
+file; the generator is the tiny ``kind: python`` one. Every test's Snakemake command line
+comes from :func:`snakemake_command`, here or in a throwaway working directory.
 """
 
 from __future__ import annotations
@@ -29,30 +31,22 @@ import yaml
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_CONFIGS = REPO / ".test"
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-RUN = "tiny"
 CONFIG_NAME = "tiny.yaml"
-CLASSIFIER_FILE = "classifier.pt"
-IMAGE_SIZE = 32
 JOB_HEADER = re.compile(r"^(?:local)?rule (\w+):$")
 
-TINY_CONFIG: dict[str, Any] = {
-    "run": RUN,
-    "device": "cpu",
-    "classifier": {"kind": "torchscript", "path": CLASSIFIER_FILE, "input_size": IMAGE_SIZE},
-    "generator": {
-        "kind": "python",
-        "entrypoint": "tests.tiny_models:tiny_generator",
-        "kwargs": {"image_size": IMAGE_SIZE},
-    },
-    "classes": [0, 1],
-    "units": {"start": 0, "stop": 6},
-    "samples": {"train": 24, "test": 8, "probe": 3, "batch_size": 64},
-    "link": {"alpha": 1.0, "folds": 2},
-    "tuning": {"chunk_size": 3, "batch_size": 64, "null_directions": 4},
-    "concepts": {"n_boot": 50},
-    "report": {"max_units": 4, "samples": 1, "steps": 3},
-}
+
+def load_test_config(name: str) -> dict[str, Any]:
+    """A fresh copy of the checked-in test config ``.test/{name}/config.yaml`` (the
+    snakemake-workflows convention: ``config`` is the one ``snakemake --directory .test`` runs)."""
+    return yaml.safe_load((TEST_CONFIGS / name / "config.yaml").read_text())
+
+
+TINY_CONFIG: dict[str, Any] = load_test_config("config_weights_file")
+RUN = TINY_CONFIG["run"]
+CLASSIFIER_FILE = TINY_CONFIG["classifier"]["path"]
+IMAGE_SIZE = TINY_CONFIG["classifier"]["input_size"]
 
 # Every rule gets one thread, so that two jobs share CI's two cores instead of queueing.
 ONE_THREAD_RULES = (
@@ -116,25 +110,26 @@ def environment(project: Path) -> dict[str, str]:
     return env
 
 
-def snakemake_command(*args: str, config_name: str = CONFIG_NAME, cores: int = 2) -> list[str]:
-    return [
-        SNAKEMAKE,
-        "--cores",
-        str(cores),
-        "--configfile",
-        config_name,
-        "--set-threads",
-        *(f"{rule}=1" for rule in ONE_THREAD_RULES),
-        "--nocolor",
-        *args,
-    ]
+def snakemake_command(
+    *args: str,
+    config: str | Path = CONFIG_NAME,
+    directory: Path | None = None,
+    cores: int = 2,
+    one_thread_per_rule: bool = True,
+) -> list[str]:
+    """Snakemake on ``config``: in a project copy (the current directory's Snakefile), or with
+    ``directory`` the checkout's Snakefile run in that working directory. Without
+    ``one_thread_per_rule`` model jobs keep their threads, so they run one at a time."""
+    where = ["--snakefile", str(REPO / "Snakefile"), "--directory", str(directory)] if directory else []
+    threads = ["--set-threads", *(f"{rule}=1" for rule in ONE_THREAD_RULES)] if one_thread_per_rule else []
+    return [SNAKEMAKE, *where, "--cores", str(cores), "--configfile", str(config), *threads, "--nocolor", *args]
 
 
 def run_snakemake(
     project: Path, *args: str, config_name: str = CONFIG_NAME, timeout: float = 600, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        snakemake_command(*args, config_name=config_name),
+        snakemake_command(*args, config=config_name),
         cwd=project,
         env=environment(project),
         capture_output=True,

@@ -1,5 +1,6 @@
 """Models: the classifier and generator protocols, one registry, and adapters."""
 
+from pipeline.models.description import ModelDescription, describe_model
 from pipeline.models.protocols import Classifier, Generator
 from pipeline.models.registry import (
     ModelSpecError,
@@ -11,7 +12,9 @@ from pipeline.models.registry import (
 __all__ = [
     "Classifier",
     "Generator",
+    "ModelDescription",
     "ModelSpecError",
+    "describe_model",
     "load_classifier",
     "load_generator",
     "spec_weights_sha256",

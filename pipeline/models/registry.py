@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.models.cache import read_entry, trace, write_entry
 from pipeline.models.protocols import Classifier, Generator
 
 ClassifierLoader = Callable[[Mapping[str, Any]], Classifier]
@@ -22,6 +23,8 @@ WeightFiles = Callable[[Mapping[str, Any]], list[Path]]
 _CLASSIFIERS: dict[str, ClassifierLoader] = {}
 _GENERATORS: dict[str, GeneratorLoader] = {}
 _WEIGHT_FILES: dict[tuple[str, str], WeightFiles] = {}
+# (resolved path, size, mtime in ns) -> sha256, for this process; the disk cache serves others.
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 class ModelSpecError(ValueError):
@@ -36,23 +39,20 @@ def register_classifier(
     kind: str, weight_files: WeightFiles = _no_files
 ) -> Callable[[ClassifierLoader], ClassifierLoader]:
     """Register a classifier loader; ``weight_files(spec)`` lists the files it reads."""
-
-    def decorate(loader: ClassifierLoader) -> ClassifierLoader:
-        _CLASSIFIERS[kind] = loader
-        _WEIGHT_FILES["classifier", kind] = weight_files
-        return loader
-
-    return decorate
+    return _register(_CLASSIFIERS, "classifier", kind, weight_files)
 
 
 def register_generator(
     kind: str, weight_files: WeightFiles = _no_files
 ) -> Callable[[GeneratorLoader], GeneratorLoader]:
     """Register a generator loader; ``weight_files(spec)`` lists the files it reads."""
+    return _register(_GENERATORS, "generator", kind, weight_files)
 
-    def decorate(loader: GeneratorLoader) -> GeneratorLoader:
-        _GENERATORS[kind] = loader
-        _WEIGHT_FILES["generator", kind] = weight_files
+
+def _register(table: dict[str, Callable], role: str, kind: str, weight_files: WeightFiles) -> Callable:
+    def decorate(loader: Callable) -> Callable:
+        table[kind] = loader
+        _WEIGHT_FILES[role, kind] = weight_files
         return loader
 
     return decorate
@@ -60,12 +60,18 @@ def register_generator(
 
 def load_classifier(spec: Mapping[str, Any]) -> Classifier:
     """Build the classifier that ``spec`` describes, in eval mode on the CPU."""
-    return _lookup(_CLASSIFIERS, spec, "classifier")(spec)
+    return _load(_CLASSIFIERS, spec, "classifier")
 
 
 def load_generator(spec: Mapping[str, Any]) -> Generator:
     """Build the generator that ``spec`` describes, in eval mode on the CPU."""
-    return _lookup(_GENERATORS, spec, "generator")(spec)
+    return _load(_GENERATORS, spec, "generator")
+
+
+def _load(table: Mapping[str, Callable], spec: Mapping[str, Any], role: str) -> Any:
+    loader = _lookup(table, spec, role)
+    trace("load", f"{role} {spec['kind']}")
+    return loader(spec)
 
 
 def classifier_kinds() -> list[str]:
@@ -93,6 +99,24 @@ def _ensure_adapters_imported() -> None:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, read once per (path, size, mtime) in this process and on this disk.
+
+    A file rewritten in place gets a new mtime, so its old hash is never served for it.
+    """
+    resolved = Path(path).resolve()
+    status = resolved.stat()
+    key = (str(resolved), status.st_size, status.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        stored = read_entry("sha256", key)
+        if stored is None:
+            stored = _hash_file(resolved)
+            write_entry("sha256", key, stored)
+        _FILE_HASHES[key] = stored
+    return _FILE_HASHES[key]
+
+
+def _hash_file(path: Path) -> str:
+    trace("sha256", str(path))
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

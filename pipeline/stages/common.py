@@ -1,7 +1,9 @@
-"""What the stages share: the job wrapper, code versions, and the render -> re-encode core."""
+"""What the stages share: the job wrapper, code versions, the models and samples a stage
+runs on, and the render -> re-encode core."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import logging
 import time
@@ -24,23 +26,87 @@ from pipeline.models.protocols import Classifier, Generator
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(pipeline.__file__).resolve().parent
+PACKAGE_NAME = pipeline.__name__
 
 
 def code_version(*names: str) -> str:
-    """sha256 over the sources of the named modules or packages of ``pipeline``.
+    """sha256 over the sources of the named modules of ``pipeline`` and every module they import.
 
-    ``names`` are dotted paths below the package (``"stages.link"``, ``"models"``). Rules pass
-    the result as a param, so editing a module re-runs exactly the stages that use it. A name
-    that does not exist yet hashes as absent rather than failing the whole workflow's parse.
+    ``names`` are dotted paths below the package (``"stages.link"``). Which modules count is
+    read from the code itself (:func:`imported_modules`), so a rule that passes the result as
+    a param re-runs exactly when code its stage runs changes. A name that does not exist
+    hashes as absent rather than failing the whole workflow's parse.
     """
     digest = hashlib.sha256()
-    for name in sorted(set(names)):
-        path = PACKAGE_ROOT.joinpath(*name.split("."))
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-        for file in files:
-            digest.update(file.relative_to(PACKAGE_ROOT).as_posix().encode())
-            digest.update(file.read_bytes() if file.is_file() else b"<absent>")
+    for name in sorted(imported_modules(*names)):
+        file = module_file(name)
+        digest.update(name.encode())
+        digest.update(file.read_bytes() if file is not None else b"<absent>")
     return digest.hexdigest()
+
+
+def module_file(name: str) -> Path | None:
+    """The source of module ``name`` (dotted, below ``pipeline``; "" is the package itself)."""
+    path = PACKAGE_ROOT.joinpath(*name.split(".")) if name else PACKAGE_ROOT
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(*names: str) -> set[str]:
+    """``names`` and every ``pipeline`` module they import, directly or not, with their packages.
+
+    Imports are read with :mod:`ast` wherever they stand (module level or inside a
+    function), without running anything. Names are dotted paths below ``pipeline``; the
+    package's own ``__init__`` is ``""``.
+    """
+    found: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.add(name)
+        parts = name.split(".") if name else []
+        pending += [".".join(parts[:depth]) for depth in range(len(parts))]
+        file = module_file(name)
+        if file is not None:
+            pending += _imports_of(file, name)
+    return found
+
+
+def _imports_of(file: Path, name: str) -> list[str]:
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    imported: list[str] = []
+    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+        if isinstance(node, ast.Import):
+            imported += [_below_package(alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if package else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = _below_package(node.module or "")
+            if module is None:
+                continue
+            imported.append(module)
+            # `from pipeline.x import y` may name a submodule y rather than an attribute.
+            imported += [
+                submodule
+                for alias in node.names
+                if module_file(submodule := f"{module}.{alias.name}" if module else alias.name) is not None
+            ]
+    return [module for module in imported if module is not None]
+
+
+def _below_package(module: str) -> str | None:
+    """``pipeline.x.y`` -> ``x.y``, ``pipeline`` -> ``""``; None for other packages."""
+    if module == PACKAGE_NAME:
+        return ""
+    if module.startswith(f"{PACKAGE_NAME}."):
+        return module.removeprefix(f"{PACKAGE_NAME}.")
+    return None
 
 
 def load_models(
@@ -70,6 +136,71 @@ def prepare_device(name: str) -> torch.device:
     device = resolve_device(name)
     log.info("device: %s", device)
     return device
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """What a model stage runs on: the model specs (None: not needed), the device and the precision.
+
+    A rule's ``models`` param (``model_stage()`` in workflow/rules/common.smk) holds exactly
+    these, so a job builds it with :meth:`from_params` and a test with the constructor.
+    """
+
+    classifier: Mapping[str, Any] | None
+    generator: Mapping[str, Any] | None
+    device: str = "auto"
+    precision: str = "fp32"
+
+    @classmethod
+    def from_params(cls, models: Mapping[str, Any]) -> ModelSetup:
+        """From a rule's ``models`` param: each role's ``{spec, sha256}``, ``device`` and ``precision``."""
+        return cls(
+            classifier=models["classifier"]["spec"] if "classifier" in models else None,
+            generator=models["generator"]["spec"] if "generator" in models else None,
+            device=models["device"],
+            precision=models["precision"],
+        )
+
+    def load(self, segmentation_path: str | Path | None = None) -> Models:
+        """Load the models; with ``segmentation_path`` also the part segmenter hooked on the generator."""
+        device = prepare_device(self.device)
+        classifier, generator = load_models(self.classifier, self.generator, device)
+        segmenter = open_segmenter(generator, segmentation_path, device)
+        return Models(classifier, generator, device, self.precision, segmenter)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The loaded models of a :class:`ModelSetup`, on their device."""
+
+    classifier: Classifier | None
+    generator: Generator | None
+    device: torch.device
+    precision: str
+    segmenter: Any = None  # pipeline.segmentation.GeneratorSegmenter, or None: regions from saliency
+
+    def encode(
+        self,
+        w: torch.Tensor,
+        *,
+        batch_size: int,
+        label: str,
+        keep_images: bool = False,
+        mask_classes: torch.Tensor | None = None,
+    ) -> Encoded:
+        """:func:`render_and_encode` with these models, device and precision."""
+        return render_and_encode(
+            self.generator,
+            self.classifier,
+            w,
+            batch_size=batch_size,
+            device=self.device,
+            label=label,
+            keep_images=keep_images,
+            mask_classes=mask_classes,
+            precision=self.precision,
+            segmenter=self.segmenter,
+        )
 
 
 def broadcast_ws(generator: Generator, w: torch.Tensor) -> torch.Tensor:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.stages.common import load_models, prepare_device, render_and_encode
+from pipeline.stages.common import ModelSetup
 from pipeline.store import read_zarr, write_zarr
 
 log = logging.getLogger(__name__)
@@ -20,12 +18,9 @@ def extract_activations(
     latents_path: str | Path,
     out_path: str | Path,
     *,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     require_correct: bool,
     batch_size: int,
-    precision: str = "fp32",
 ) -> None:
     """Write ``activations.zarr``: r [N, U], logits [N, C], pred [N] and accepted [N].
 
@@ -33,17 +28,8 @@ def extract_activations(
     has no head or ``require_correct`` is off); later stages use accepted samples only.
     """
     latents, _ = read_zarr(latents_path, ["w", "class"])
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
-    encoded = render_and_encode(
-        gen,
-        clf,
-        torch.from_numpy(latents["w"]),
-        batch_size=batch_size,
-        device=torch_device,
-        label="extract",
-        precision=precision,
-    )
+    loaded = models.load()
+    encoded = loaded.encode(torch.from_numpy(latents["w"]), batch_size=batch_size, label="extract")
     n = len(latents["w"])
     if encoded.logits is None:
         logits = np.zeros((n, 0), dtype=np.float32)
@@ -59,5 +45,9 @@ def extract_activations(
     write_zarr(
         out_path,
         {"r": encoded.r, "logits": logits, "pred": pred, "accepted": accepted},
-        attrs={"classifier": dict(classifier), "num_units": clf.num_units, "num_classes": clf.num_classes},
+        attrs={
+            "classifier": dict(models.classifier),
+            "num_units": loaded.classifier.num_units,
+            "num_classes": loaded.classifier.num_classes,
+        },
     )

@@ -14,7 +14,7 @@ concept statistics require it (``p_link`` in :mod:`pipeline.stats`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ import torch
 from scipy import stats as scipy_stats
 from torch import nn
 
-from pipeline.models.protocols import Classifier, Generator
-from pipeline.stages.common import load_models, prepare_device, render_and_encode
-from pipeline.store import atomic_path, read_zarr, write_json, write_parquet
+from pipeline.stages.common import Models, ModelSetup
+from pipeline.stages.samples import Samples
+from pipeline.store import atomic_path, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -177,23 +177,12 @@ def unit_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def cycle_metrics(
-    link: nn.Module,
-    generator: Generator,
-    classifier: Classifier,
-    r: torch.Tensor,
-    classes: np.ndarray,
-    *,
-    batch_size: int,
-    device: torch.device,
-    label: str,
-    precision: str = "fp32",
+    link: nn.Module, models: Models, r: torch.Tensor, classes: np.ndarray, *, batch_size: int, label: str
 ) -> dict[str, float | None]:
     """r -> link -> render -> r_hat: the median unit correlation and the class agreement."""
     with torch.no_grad():
-        w_hat = link.to(device)(r.to(device)).float().cpu()
-    encoded = render_and_encode(
-        generator, classifier, w_hat, batch_size=batch_size, device=device, label=label, precision=precision
-    )
+        w_hat = link.to(models.device)(r.to(models.device)).float().cpu()
+    encoded = models.encode(w_hat, batch_size=batch_size, label=label)
     correlations = unit_correlations(r.numpy(), encoded.r)
     agreement = None if encoded.logits is None else float(np.mean(encoded.logits.argmax(axis=1) == classes))
     return {
@@ -266,15 +255,12 @@ def load_mlp_link(path: str | Path) -> MlpLink | None:
 
 
 def fit_link(
-    latents_path: str | Path,
-    activations_path: str | Path,
+    samples: Samples,
     model_path: str | Path,
     metrics_path: str | Path,
     units_path: str | Path,
     *,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     alpha: str | float,
     alphas: list[float],
     folds: int,
@@ -283,7 +269,6 @@ def fit_link(
     mlp_hidden: int,
     mlp_epochs: int,
     batch_size: int,
-    precision: str = "fp32",
 ) -> None:
     """Fit the link on accepted training samples; write ``model.pt``, ``metrics.json`` and
     ``units.parquet`` (:func:`column_tests`).
@@ -291,36 +276,34 @@ def fit_link(
     Held-out figures use the accepted test samples: R² of w, and the cycle r -> w -> image ->
     r_hat (median unit correlation, fraction of re-renders classified as the sample's class).
     """
-    latents, _ = read_zarr(latents_path, ["w", "class", "split"])
-    activations, _ = read_zarr(activations_path, ["r", "accepted"])
-    train = activations["accepted"] & (latents["split"] == "train")
-    test = activations["accepted"] & (latents["split"] == "test")
-    if train.sum() < 2 or test.sum() < 2:
+    arrays = {"latents": ("w", "class"), "activations": ("r",)}
+    (train_rows, train), (test_rows, test) = samples.read("train", **arrays), samples.read("test", **arrays)
+    if len(train_rows) < 2 or len(test_rows) < 2:
         raise ValueError(
-            f"{activations_path}: the link needs at least 2 accepted train and test samples, "
-            f"got {int(train.sum())} and {int(test.sum())}"
+            f"{samples.activations_path}: the link needs at least 2 accepted train and test samples, "
+            f"got {len(train_rows)} and {len(test_rows)}"
         )
-    r = torch.from_numpy(activations["r"])
-    w = torch.from_numpy(latents["w"])
+    r_train, w_train = torch.from_numpy(train["r"]), torch.from_numpy(train["w"])
+    r_test, w_test = torch.from_numpy(test["r"]), torch.from_numpy(test["w"])
     if alpha == "auto":
-        chosen, cv_mse = cross_validate_alpha(r[train], w[train], alphas, folds, seed)
+        chosen, cv_mse = cross_validate_alpha(r_train, w_train, alphas, folds, seed)
         log.info("link: alpha %.3g chosen by %d-fold cross-validation", chosen, folds)
     else:
         chosen, cv_mse = float(alpha), {}
-    (affine,) = fit_ridge(r[train], w[train], [chosen])
-    columns = column_tests(r[train], w[train], chosen)
+    (affine,) = fit_ridge(r_train, w_train, [chosen])
+    columns = column_tests(r_train, w_train, chosen)
     with torch.no_grad():
         metrics: dict[str, Any] = {
             "alpha": chosen,
             "alpha_source": "cross-validation" if alpha == "auto" else "config",
             "cv_mse": cv_mse,
-            "n_train": int(train.sum()),
-            "n_test": int(test.sum()),
-            "precision": precision,
-            "num_units": int(r.shape[1]),
-            "w_dim": int(w.shape[1]),
-            "r2_train": r2_score(affine(r[train]), w[train]),
-            "r2_test": r2_score(affine(r[test]), w[test]),
+            "n_train": len(train_rows),
+            "n_test": len(test_rows),
+            "precision": models.precision,
+            "num_units": int(r_train.shape[1]),
+            "w_dim": int(w_train.shape[1]),
+            "r2_train": r2_score(affine(r_train), w_train),
+            "r2_test": r2_score(affine(r_test), w_test),
             "columns_beyond_noise": float((columns["p"] <= 0.05).mean()),
             "column_norm_over_noise_median": float((columns["w_norm"] / columns["noise_norm"]).median()),
         }
@@ -329,19 +312,17 @@ def fit_link(
         # mean would make every unit look inert, not fail.
         raise ValueError(
             f"link: held-out R² of w is {metrics['r2_test']:.3g}, not above 0: the activations in "
-            f"{activations_path} do not predict the latents (too few samples, or a layer blind to the images?)"
+            f"{samples.activations_path} do not predict the latents (too few samples, or a layer blind to the images?)"
         )
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
-    cycle = {"batch_size": batch_size, "device": torch_device, "precision": precision}
-    metrics |= cycle_metrics(affine, gen, clf, r[test], latents["class"][test], label="link cycle", **cycle)
+    loaded = models.load()
+    metrics |= cycle_metrics(affine, loaded, r_test, test["class"], batch_size=batch_size, label="link cycle")
     mlp_link = None
     if mlp:
-        mlp_link = fit_mlp(r[train], w[train], hidden=mlp_hidden, epochs=mlp_epochs, seed=seed, batch_size=batch_size)
+        mlp_link = fit_mlp(r_train, w_train, hidden=mlp_hidden, epochs=mlp_epochs, seed=seed, batch_size=batch_size)
         with torch.no_grad():
-            metrics["mlp_r2_train"] = r2_score(mlp_link(r[train]), w[train])
-            metrics["mlp_r2_test"] = r2_score(mlp_link(r[test]), w[test])
-        mlp_cycle = cycle_metrics(mlp_link, gen, clf, r[test], latents["class"][test], label="mlp cycle", **cycle)
+            metrics["mlp_r2_train"] = r2_score(mlp_link(r_train), w_train)
+            metrics["mlp_r2_test"] = r2_score(mlp_link(r_test), w_test)
+        mlp_cycle = cycle_metrics(mlp_link, loaded, r_test, test["class"], batch_size=batch_size, label="mlp cycle")
         metrics |= {f"mlp_{name}": value for name, value in mlp_cycle.items()}
         mlp_link.cpu()
     log.info("link: %s", {k: v for k, v in metrics.items() if k != "cv_mse"})

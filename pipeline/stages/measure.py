@@ -57,14 +57,19 @@ def sweep_table(
             **{name: np.asarray(activation_columns[name]).reshape(n * steps) for name in ACTIVATION_COLUMNS},
         }
     )
-    if part_names:
-        object_masks, parts = regions_from_labels(masks, part_names)
-        measures = measure_sweeps(images, object_masks, parts)
-    else:
-        measures = measure_sweeps(images, masks)
+    measures = measure_regions(images, masks, part_names)
     if len(measures) != len(frame):
         raise ValueError(f"pipeline.measures.measure_sweeps returned {len(measures)} rows for {len(frame)} renders")
     return pd.concat([frame, measures.reset_index(drop=True)], axis=1)
+
+
+def measure_regions(images: np.ndarray, masks: np.ndarray, part_names: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`pipeline.measures.measure_sweeps` of ``images [N, S, H, W, 3]`` in ``masks [N, S, H, W]``:
+    bool object masks, or, with ``part_names``, part label maps (the object is their union)."""
+    if part_names:
+        object_masks, parts = regions_from_labels(masks, part_names)
+        return measure_sweeps(images, object_masks, parts)
+    return measure_sweeps(images, masks)
 
 
 def measure_chunk(renders_path: str | Path, out_path: str | Path) -> None:

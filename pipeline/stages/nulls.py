@@ -29,36 +29,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.stages.common import Encoded, load_models, open_segmenter, prepare_device, render_and_encode
+from pipeline.stages.common import Encoded, Models, ModelSetup
 from pipeline.stages.link import AffineLink, load_link, standardisation
 from pipeline.stages.measure import sweep_table
 from pipeline.stages.perturb import region_attrs, sweep_outcomes, w_distances
-from pipeline.stages.units import probe_rows
-from pipeline.store import read_parquet, read_zarr, write_parquet
+from pipeline.stages.samples import Samples
+from pipeline.stages.units import probe_samples
+from pipeline.store import read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
 RERENDER_UNIT = -1
 
 
-def link_standardisation(latents_path: str | Path, activations_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def link_standardisation(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit mean and std [U] (float64) of r over the accepted train samples: the link's standardisation.
 
     The link stage fits its ridge on exactly these rows with :func:`standardisation`, so
     recomputing it here gives the space the link was fitted in.
     """
-    latents, _ = read_zarr(latents_path, ["split"])
-    activations, _ = read_zarr(activations_path, ["r", "accepted"])
-    train = activations["accepted"] & (latents["split"] == "train")
-    if not train.any():
-        raise ValueError(f"{activations_path}: no accepted train sample to standardise activations with")
-    mean, std = standardisation(torch.from_numpy(activations["r"][train]).double())
+    rows, train = samples.read("train", activations=("r",))
+    if rows.size == 0:
+        raise ValueError(f"{samples.activations_path}: no accepted train sample to standardise activations with")
+    mean, std = standardisation(torch.from_numpy(train["r"]).double())
     return mean.numpy(), std.numpy()
 
 
@@ -107,6 +105,7 @@ def standardised_direction_sweeps(
 
 
 def _direction_control(
+    models: Models,
     link: AffineLink,
     r: np.ndarray,
     classes: np.ndarray,
@@ -115,7 +114,7 @@ def _direction_control(
     steps: int,
     mean: np.ndarray,
     std: np.ndarray,
-    **render,
+    batch_size: int,
 ) -> pd.DataFrame:
     """Sweeps along ``directions`` [D, U] of the standardised space; ``span`` is in standardised units."""
     d, p = len(directions), len(r)
@@ -125,8 +124,8 @@ def _direction_control(
     sweep_classes = torch.from_numpy(
         np.ascontiguousarray(np.broadcast_to(classes[None, :, None], (d, p, steps))).reshape(-1)
     )
-    encoded = render_and_encode(
-        w=w, keep_images=True, mask_classes=sweep_classes, label="null random_direction", **render
+    encoded = models.encode(
+        w, batch_size=batch_size, keep_images=True, mask_classes=sweep_classes, label="null random_direction"
     )
     r_hat = (encoded.r.reshape(d * p, steps, -1) - mean) / std
     unit_dirs = np.repeat(directions, p, axis=0)  # [D * P, U]
@@ -148,11 +147,13 @@ def _direction_control(
         outcomes,
         encoded,
         steps,
-        region_attrs(render["segmenter"]).get("part_names", ()),
+        region_attrs(models.segmenter).get("part_names", ()),
     )
 
 
-def _rerender_control(link: AffineLink, r: np.ndarray, classes: np.ndarray, steps: int, **render) -> pd.DataFrame:
+def _rerender_control(
+    models: Models, link: AffineLink, r: np.ndarray, classes: np.ndarray, steps: int, batch_size: int
+) -> pd.DataFrame:
     current = torch.from_numpy(r)
     renders: list[Encoded] = []
     latents: list[torch.Tensor] = []
@@ -160,12 +161,12 @@ def _rerender_control(link: AffineLink, r: np.ndarray, classes: np.ndarray, step
         with torch.no_grad():
             w = link(current)
         latents.append(w)
-        encoded = render_and_encode(
-            w=w,
+        encoded = models.encode(
+            w,
+            batch_size=batch_size,
             keep_images=True,
             mask_classes=torch.from_numpy(classes),
             label=f"null rerender {step + 1}/{steps}",
-            **render,
         )
         renders.append(encoded)
         current = torch.from_numpy(encoded.r)
@@ -191,7 +192,7 @@ def _rerender_control(link: AffineLink, r: np.ndarray, classes: np.ndarray, step
         outcomes,
         chain,
         steps,
-        region_attrs(render["segmenter"]).get("part_names", ()),
+        region_attrs(models.segmenter).get("part_names", ()),
     )
 
 
@@ -223,49 +224,41 @@ def _control_table(
 def null_controls(
     out_path: str | Path,
     *,
-    latents_path: str | Path,
-    activations_path: str | Path,
+    samples: Samples,
     link_path: str | Path,
     ranges_path: str | Path,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     steps: int,
     directions: int,
     seed: int,
     batch_size: int,
-    precision: str = "fp32",
     segmentation_path: str | Path | None = None,
 ) -> None:
     """Write ``tables/null_controls.parquet`` with both controls over the probe samples; with
     ``segmentation_path`` the regions come from that part segmenter, else from saliency."""
-    rows = probe_rows(latents_path, activations_path)
-    latents, _ = read_zarr(latents_path, ["class"])
-    activations, _ = read_zarr(activations_path, ["r"])
-    r = activations["r"][rows]
-    classes = latents["class"][rows].astype(np.int64)
-    mean, std = link_standardisation(latents_path, activations_path)
+    rows, probe = probe_samples(samples, latents=("class",), activations=("r",))
+    r, classes = probe["r"], probe["class"].astype(np.int64)
+    mean, std = link_standardisation(samples)
     span = typical_span(standardised_ranges(read_parquet(ranges_path), mean, std))
     link = load_link(link_path)
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
-    segmenter = open_segmenter(gen, segmentation_path, torch_device)
-    render = {
-        "generator": gen,
-        "classifier": clf,
-        "batch_size": batch_size,
-        "device": torch_device,
-        "precision": precision,
-        "segmenter": segmenter,
-    }
+    loaded = models.load(segmentation_path)
     log.info(
         "nulls: %d random directions of standardised length %.4g and a %d-step re-render chain", directions, span, steps
     )
     table = pd.concat(
         [
-            _rerender_control(link, r, classes, steps, **render),
+            _rerender_control(loaded, link, r, classes, steps, batch_size),
             _direction_control(
-                link, r, classes, random_directions(directions, r.shape[1], seed), span, steps, mean, std, **render
+                loaded,
+                link,
+                r,
+                classes,
+                random_directions(directions, r.shape[1], seed),
+                span,
+                steps,
+                mean,
+                std,
+                batch_size,
             ),
         ],
         ignore_index=True,

@@ -9,16 +9,15 @@ activations) and measures them with the sweeps' own code path, one step per samp
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.measures import measure_sweeps
-from pipeline.stages.common import load_models, prepare_device, render_and_encode
+from pipeline.stages.common import ModelSetup
+from pipeline.stages.measure import measure_regions
+from pipeline.stages.perturb import region_attrs
 from pipeline.store import read_zarr, write_parquet
 
 log = logging.getLogger(__name__)
@@ -35,32 +34,27 @@ def measure_samples(
     activations_path: str | Path,
     out_path: str | Path,
     *,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     per_class: int,
     batch_size: int,
-    precision: str = "fp32",
+    segmentation_path: str | Path | None = None,
 ) -> None:
-    """Write ``tables/sample_measures.parquet``: ``sample``, ``class`` and every image measure."""
+    """Write ``tables/sample_measures.parquet``: ``sample``, ``class`` and every image measure,
+    in the regions the sweeps use (the part segmenter's with ``segmentation_path``)."""
     latents, _ = read_zarr(latents_path, ["w", "class"])
     activations, _ = read_zarr(activations_path, ["accepted"])
     rows = observed_rows(latents["class"], activations["accepted"], per_class)
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
+    loaded = models.load(segmentation_path)
     classes = latents["class"][rows]
-    encoded = render_and_encode(
-        gen,
-        clf,
+    encoded = loaded.encode(
         torch.from_numpy(latents["w"][rows]),
         batch_size=batch_size,
-        device=torch_device,
         label="observe",
         keep_images=True,
         mask_classes=torch.from_numpy(classes),
-        precision=precision,
     )
-    measures = measure_sweeps(encoded.images[:, None], encoded.masks[:, None])
+    part_names = region_attrs(loaded.segmenter).get("part_names", ())
+    measures = measure_regions(encoded.images[:, None], encoded.masks[:, None], part_names)
     table = pd.concat(
         [pd.DataFrame({"sample": rows.astype(np.int64), "class": classes.astype(np.int64)}), measures], axis=1
     )

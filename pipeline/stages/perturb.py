@@ -11,24 +11,18 @@ With ``tuning.adaptive`` a chunk is swept by :mod:`pipeline.stages.perturb_adapt
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.stages.common import (
-    Encoded,
-    load_models,
-    open_segmenter,
-    prepare_device,
-    render_and_encode,
-    softmax,
-)
+from pipeline.stages.common import Encoded, Models, ModelSetup, softmax
 from pipeline.stages.link import AffineLink, load_link
-from pipeline.stages.units import probe_rows
-from pipeline.store import read_parquet, read_zarr, write_zarr
+from pipeline.stages.samples import Samples
+from pipeline.stages.units import probe_samples
+from pipeline.store import read_parquet, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -84,38 +78,30 @@ def sweep_outcomes(
 
 
 def render_sweeps(
+    models: Models,
     w: torch.Tensor,
     units: np.ndarray,
     classes: np.ndarray,
     requested: np.ndarray,
-    generator: Any,
-    classifier: Any,
     *,
     batch_size: int,
-    device: torch.device,
     label: str,
-    precision: str = "fp32",
-    segmenter: Any = None,
 ) -> dict[str, np.ndarray]:
     """Render and re-encode N sweeps of S steps: latents ``w [N, S, w_dim]`` of unit ``units[n]``
-    on a base sample of class ``classes[n]``, set to ``requested [N, S]``. With a ``segmenter``
-    the masks are its part label maps (see :func:`pipeline.stages.common.render_and_encode`).
+    on a base sample of class ``classes[n]``, set to ``requested [N, S]``. With a segmenter
+    among the ``models`` the masks are its part label maps (see
+    :func:`pipeline.stages.common.render_and_encode`).
 
     Returns per render ([N, S, ...]): images, masks, requested, others_mean_abs_change,
     w_distance (:func:`w_distances`) and the columns of :func:`sweep_outcomes`.
     """
     n, steps = requested.shape
-    encoded = render_and_encode(
-        generator,
-        classifier,
+    encoded = models.encode(
         w.reshape(-1, w.shape[-1]),
         batch_size=batch_size,
-        device=device,
         label=label,
         keep_images=True,
         mask_classes=torch.from_numpy(np.ascontiguousarray(np.repeat(classes, steps))),
-        precision=precision,
-        segmenter=segmenter,
     )
     r_hat = encoded.r.reshape(n, steps, -1)
     tracked = np.take_along_axis(r_hat, np.asarray(units)[:, None, None], axis=-1)[..., 0]
@@ -144,40 +130,30 @@ def w_distances(w: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def chunk_sweeps(
-    latents_path: str | Path,
-    activations_path: str | Path,
-    ranges_path: str | Path,
-    units: Sequence[int],
-    steps: int,
+    samples: Samples, ranges_path: str | Path, units: Sequence[int], steps: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What a chunk sweeps: probe sample ids [P], their classes [P] and activations r [P, U],
     the unit ids [K] and their sweep values [K, steps]."""
-    rows = probe_rows(latents_path, activations_path)
-    latents, _ = read_zarr(latents_path, ["class"])
-    activations, _ = read_zarr(activations_path, ["r"])
+    rows, probe = probe_samples(samples, latents=("class",), activations=("r",))
     ranges = read_parquet(ranges_path).set_index("unit")
     missing = sorted(set(units) - set(ranges.index))
     if missing:
         raise ValueError(f"{ranges_path}: no range for unit {missing[0]}")
     unit_ids = np.asarray(units, dtype=np.int64)
     values = sweep_values(ranges.loc[unit_ids, "low"].to_numpy(), ranges.loc[unit_ids, "high"].to_numpy(), steps)
-    return rows, latents["class"][rows], activations["r"][rows], unit_ids, values
+    return rows, probe["class"], probe["r"], unit_ids, values
 
 
 def perturb_chunk(
     out_path: str | Path,
     *,
-    latents_path: str | Path,
-    activations_path: str | Path,
+    samples: Samples,
     link_path: str | Path,
     ranges_path: str | Path,
     units: list[int],
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     steps: int,
     batch_size: int,
-    precision: str = "fp32",
     segmentation_path: str | Path | None = None,
 ) -> None:
     """Write ``renders/chunk-{k}.zarr`` for the chunk's ``units`` over all probe samples.
@@ -188,26 +164,20 @@ def perturb_chunk(
     others_mean_abs_change, w_distance, pred, pred_prob, target_prob; plus unit [K], sample
     [P], class [P]. The attribute ``regions`` says which region source made the masks.
     """
-    rows, classes, r, unit_ids, values = chunk_sweeps(latents_path, activations_path, ranges_path, units, steps)
+    rows, classes, r, unit_ids, values = chunk_sweeps(samples, ranges_path, units, steps)
     k, p = len(unit_ids), len(rows)
     w = sweep_latents(load_link(link_path), torch.from_numpy(r), unit_ids, torch.from_numpy(values))
 
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
-    segmenter = open_segmenter(gen, segmentation_path, torch_device)
+    loaded = models.load(segmentation_path)
     log.info("perturb: %d units x %d samples x %d steps = %d renders", k, p, steps, k * p * steps)
     sweeps = render_sweeps(
+        loaded,
         w.reshape(k * p, steps, -1),
         np.repeat(unit_ids, p),
         np.tile(classes, k),
         np.repeat(values, p, axis=0),
-        gen,
-        clf,
         batch_size=batch_size,
-        device=torch_device,
         label=f"perturb units {unit_ids[0]}-{unit_ids[-1]}",
-        precision=precision,
-        segmenter=segmenter,
     )
     grid = {name: array.reshape(k, p, *array.shape[1:]) for name, array in sweeps.items()}
     write_zarr(
@@ -222,7 +192,7 @@ def perturb_chunk(
             "others_mean_abs_change": grid.pop("others_mean_abs_change"),
             **grid,
         },
-        attrs={"steps": steps, **region_attrs(segmenter)},
+        attrs={"steps": steps, **region_attrs(loaded.segmenter)},
     )
 
 

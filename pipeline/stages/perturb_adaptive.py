@@ -20,10 +20,11 @@ import torch
 
 from pipeline.adaptive import Design, SequentialTest, look_schedule
 from pipeline.measures import selected_measures
-from pipeline.stages.common import load_models, open_segmenter, prepare_device
+from pipeline.stages.common import ModelSetup
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.measure import sweep_table
 from pipeline.stages.perturb import chunk_sweeps, region_attrs, render_sweeps
+from pipeline.stages.samples import Samples
 from pipeline.store import read_parquet, write_json, write_parquet, write_zarr
 
 log = logging.getLogger(__name__)
@@ -46,22 +47,18 @@ def perturb_chunk_adaptive(
     record_path: str | Path,
     renders_path: str | Path | None = None,
     *,
-    latents_path: str | Path,
-    activations_path: str | Path,
+    samples: Samples,
     link_path: str | Path,
     ranges_path: str | Path,
     nulls_path: str | Path,
     link_units_path: str | Path,
     units: list[int],
     total_units: int,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     steps: int,
     batch_size: int,
     adaptive: Mapping[str, Any],
     concepts: Mapping[str, Any],
-    precision: str = "fp32",
     segmentation_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Sweep the chunk's units look by look (:mod:`pipeline.adaptive`) and measure as it goes.
@@ -73,7 +70,7 @@ def perturb_chunk_adaptive(
     ``tuning.adaptive``; ``concepts`` holds ``measures``, ``q`` and ``min_effect`` as the
     concepts stage will use them, and ``total_units`` the units of the whole run.
     """
-    rows, classes, r, unit_ids, values = chunk_sweeps(latents_path, activations_path, ranges_path, units, steps)
+    rows, classes, r, unit_ids, values = chunk_sweeps(samples, ranges_path, units, steps)
     nulls = read_parquet(nulls_path)
     measures = selected_measures(nulls.columns, concepts["measures"])
     schedule = {
@@ -81,10 +78,8 @@ def perturb_chunk_adaptive(
     }
     design = Design.from_config(total_units * len(measures), schedule[int(unit_ids[0])], adaptive, concepts)
     link = load_link(link_path)
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
-    segmenter = open_segmenter(gen, segmentation_path, torch_device)
-    part_names = region_attrs(segmenter).get("part_names", ())
+    loaded = models.load(segmentation_path)
+    part_names = region_attrs(loaded.segmenter).get("part_names", ())
     sample_index, unit_index = pd.Index(rows), pd.Index(unit_ids)
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -92,17 +87,13 @@ def perturb_chunk_adaptive(
         at, of = sample_index.get_indexer(sweep_samples), unit_index.get_indexer(sweep_units)
         w = pair_latents(link, torch.from_numpy(r[at]), sweep_units, torch.from_numpy(values[of]))
         sweeps = render_sweeps(
+            loaded,
             w,
             sweep_units,
             classes[at],
             values[of],
-            gen,
-            clf,
             batch_size=batch_size,
-            device=torch_device,
             label=f"perturb look {len(kept) + 1}: {len(np.unique(sweep_units))} units",
-            precision=precision,
-            segmenter=segmenter,
         )
         kept.append((of, at, sweeps["images"], sweeps["masks"]) if renders_path else (of, at, None, None))
         return sweep_table(
@@ -137,7 +128,7 @@ def perturb_chunk_adaptive(
     write_parquet(table_path, table)
     write_json(record_path, record)
     if renders_path:
-        _write_kept_renders(renders_path, kept, unit_ids, rows, classes, steps, region_attrs(segmenter))
+        _write_kept_renders(renders_path, kept, unit_ids, rows, classes, steps, region_attrs(loaded.segmenter))
     return record
 
 

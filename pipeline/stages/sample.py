@@ -11,16 +11,14 @@ so the tuning samples do not change when the training set grows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.device import run_with_backoff
 from pipeline.models.protocols import Classifier, Generator
-from pipeline.stages.common import load_models, prepare_device, render_and_encode
+from pipeline.stages.common import ModelSetup
 from pipeline.store import write_zarr
 
 log = logging.getLogger(__name__)
@@ -77,10 +75,8 @@ def check_classes(classes: list[int], generator: Generator, classifier: Classifi
 def sample_latents(
     out_path: str | Path,
     *,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
+    models: ModelSetup,
     classes: list[int],
-    device: str,
     train: int,
     test: int,
     probe: int,
@@ -89,15 +85,14 @@ def sample_latents(
     require_correct: bool,
     max_draws: int,
     batch_size: int,
-    precision: str = "fp32",
 ) -> None:
     """Write ``latents.zarr``: w [N, w_dim], class, seed, draw and split per sample.
 
     ``max_draws`` bounds the candidates per needed sample; a class that yields no accepted
     candidate within it is an error.
     """
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
+    loaded = models.load()
+    clf, gen = loaded.classifier, loaded.generator
     check_classes(classes, gen, clf)
     filtering = require_correct and clf.head is not None
     if require_correct and not filtering:
@@ -122,11 +117,9 @@ def sample_latents(
         draw = np.concatenate(draws)
         label = np.repeat(pending, [len(d) for d in draws]).astype(np.int64)
         seeds = np.concatenate([sample_seeds(seed, c, d) for c, d in zip(pending, draws, strict=True)])
-        w = map_latents(gen, latents_from_seeds(gen, seeds), label, truncation, batch_size, torch_device)
+        w = map_latents(gen, latents_from_seeds(gen, seeds), label, truncation, batch_size, loaded.device)
         if filtering:
-            encoded = render_and_encode(
-                gen, clf, w, batch_size=batch_size, device=torch_device, label="sample", precision=precision
-            )
+            encoded = loaded.encode(w, batch_size=batch_size, label="sample")
             accepted = encoded.logits.argmax(axis=1) == label
         else:
             accepted = np.ones(len(w), dtype=bool)
@@ -157,8 +150,8 @@ def sample_latents(
             "split": np.concatenate(splits).astype(str),
         },
         attrs={
-            "classifier": dict(classifier),
-            "generator": dict(generator),
+            "classifier": dict(models.classifier),
+            "generator": dict(models.generator),
             "classes": list(classes),
             "truncation": truncation,
             "seed": seed,

@@ -13,17 +13,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.store import read_zarr, write_parquet
+from pipeline.stages.samples import Samples
+from pipeline.store import write_parquet
+
+
+def probe_samples(
+    samples: Samples, latents: Sequence[str] = (), activations: Sequence[str] = ()
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The accepted probe samples, the base samples every sweep starts from: their ids and the
+    named arrays at them (:meth:`Samples.read`)."""
+    rows, arrays = samples.read("probe", latents, activations)
+    if rows.size == 0:
+        raise ValueError(
+            f"{samples.activations_path}: no accepted probe sample; raise samples.probe or samples.max_draws"
+        )
+    return rows, arrays
 
 
 def probe_rows(latents_path: str | Path, activations_path: str | Path) -> np.ndarray:
-    """Indices of the accepted probe samples: the base samples every sweep starts from."""
-    latents, _ = read_zarr(latents_path, ["split"])
-    activations, _ = read_zarr(activations_path, ["accepted"])
-    rows = np.flatnonzero(activations["accepted"] & (latents["split"] == "probe"))
-    if rows.size == 0:
-        raise ValueError(f"{activations_path}: no accepted probe sample; raise samples.probe or samples.max_draws")
-    return rows
+    """Ids of the accepted probe samples (:func:`probe_samples`)."""
+    return probe_samples(Samples(latents_path, activations_path))[0]
 
 
 def compute_ranges(r: np.ndarray, range_quantiles: Sequence[float]) -> pd.DataFrame:
@@ -40,15 +49,8 @@ def compute_ranges(r: np.ndarray, range_quantiles: Sequence[float]) -> pd.DataFr
     )
 
 
-def unit_ranges(
-    latents_path: str | Path,
-    activations_path: str | Path,
-    out_path: str | Path,
-    *,
-    range_quantiles: Sequence[float],
-) -> None:
+def unit_ranges(samples: Samples, out_path: str | Path, *, range_quantiles: Sequence[float]) -> None:
     """Write ``units/ranges.parquet`` for every unit of the classifier."""
-    rows = probe_rows(latents_path, activations_path)
-    activations, _ = read_zarr(activations_path, ["r"])
-    ranges = compute_ranges(activations["r"][rows], range_quantiles)
+    rows, arrays = probe_samples(samples, activations=("r",))
+    ranges = compute_ranges(arrays["r"], range_quantiles)
     write_parquet(out_path, ranges, metadata={"range_quantiles": list(range_quantiles), "probe_samples": len(rows)})

@@ -2,8 +2,8 @@ import functools
 import sys
 
 from pipeline.locks import clear_stale_lock, is_locked
+from pipeline.models import describe_model, spec_weights_sha256
 from pipeline.provenance import dependents, recorded_inputs
-from pipeline.models import load_classifier, load_generator, spec_weights_sha256
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
 from pipeline.segmentation.config import WORLD, check_segmentation, trained_model
@@ -20,9 +20,9 @@ from pipeline.store import ArtifactError, discard_damaged, discard_temporaries
 
 RESULTS = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
-
-# Every rule that runs a model also depends on these modules.
-MODEL_CODE = ("models", "world", "device", "store", "stages.common")
+# Time and memory of the heavy jobs (Snakemake's benchmark TSVs), the source of the SLURM
+# profile's runtime and mem_mb (profiles/README.md).
+BENCHMARKS = f"benchmarks/{config['run']}"
 
 MODEL_THREADS = 4
 
@@ -47,8 +47,6 @@ def segmentation_labels_dir():
 
 
 SEGMENTATION_MODEL = trained_model(config["segmentation"], config["generator"], RESULTS)
-# The code that makes the regions of every render, for the code versions of the rules that render.
-REGION_CODE = ("measures", "segmentation") if SEGMENTATION_MODEL else ("measures",)
 
 
 def segmentation_input():
@@ -57,28 +55,44 @@ def segmentation_input():
 
 
 def model_params(role):
-    """A model's spec plus the sha256 of its weights, so new weights re-run its stages."""
+    """A model's spec plus the sha256 of the files it loads, so new weights re-run its stages."""
     return {"spec": config[role], "sha256": spec_weights_sha256(config[role], role)}
 
 
+def model_stage(module, roles=("classifier", "generator")):
+    """What every model stage passes as params.
+
+    ``models`` holds each role's spec and weights' sha256, the device and the precision
+    (pipeline.stages.common.ModelSetup.from_params reads it); ``code`` is the version of the
+    stage's module and of everything it imports.
+    """
+    models = {role: model_params(role) for role in roles}
+    return {
+        "models": models | {"device": config["device"], "precision": config["precision"]},
+        "code": stage_code(module),
+    }
+
+
 def stage_code(*modules):
-    """The code version of a stage: its own modules plus the shared ones."""
-    return code_version(*modules, "store", "stages.common", "job")
+    """The code version of a stage: its modules and every pipeline module they import."""
+    return code_version(*modules)
 
 
 @functools.cache
 def classifier_units():
-    return load_classifier(config["classifier"]).num_units
+    """The classifier's unit count, from its cached description: planning loads no model."""
+    return describe_model(config["classifier"], "classifier").num_units
 
 
 @functools.cache
 def model_class_sizes():
-    """The classifier's classes and whether it has a head, and the generator's classes."""
-    classifier = load_classifier(config["classifier"])
+    """The classifier's classes and whether it has a head, and the generator's classes, from the
+    models' cached descriptions."""
+    classifier = describe_model(config["classifier"], "classifier")
     return {
         "classifier": classifier.num_classes,
-        "classifier_head": classifier.head is not None,
-        "generator": load_generator(config["generator"]).c_dim,
+        "classifier_head": classifier.has_head,
+        "generator": describe_model(config["generator"], "generator").c_dim,
     }
 
 

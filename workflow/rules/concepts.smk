@@ -3,6 +3,7 @@ rule observe:
     input:
         latents=f"{RESULTS}/latents.zarr",
         activations=f"{RESULTS}/activations.zarr",
+        **segmentation_input(),
     output:
         f"{RESULTS}/tables/sample_measures.parquet",
     log:
@@ -10,11 +11,7 @@ rule observe:
     params:
         per_class=config["concepts"]["observed_samples"],
         batch_size=config["samples"]["batch_size"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.observe", "measures", *MODEL_CODE),
+        **model_stage("stages.observe"),
     threads: MODEL_THREADS
     resources:
         gpu=1,
@@ -45,10 +42,12 @@ rule concepts:
         tuning=f"{RESULTS}/concepts/unit_tuning.parquet",
     log:
         f"{LOGS}/concepts.log",
+    benchmark:
+        f"{BENCHMARKS}/concepts.tsv"
     params:
         # observed_samples is the observe rule's; its output is an input here.
         concepts={key: value for key, value in config["concepts"].items() if key != "observed_samples"},
-        code=stage_code("stages.concepts", "stats", "measures"),
+        code=stage_code("stages.concepts"),
     threads: 2
     conda:
         CONDA_ENV
@@ -72,7 +71,7 @@ rule validation:
         classifier=model_params("classifier"),
         folds=config["concepts"]["redundancy_folds"],
         seed=config["concepts"]["seed"],
-        code=stage_code("stages.concepts", "validation", "stats", *MODEL_CODE),
+        code=stage_code("stages.concepts", "validation"),
     threads: 1
     conda:
         CONDA_ENV

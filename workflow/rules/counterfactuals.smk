@@ -23,7 +23,6 @@ COUNTERFACTUAL_OUTPUTS = (
     if COUNTERFACTUAL_PAIRS
     else []
 )
-COUNTERFACTUAL_CODE = ("counterfactual", "stages.counterfactuals", "stages.link", "stats", *REGION_CODE, *MODEL_CODE)
 
 
 # What a search of each method depends on: its own settings and the per-sample ones, not the
@@ -67,7 +66,7 @@ rule counterfactuals:
         device=config["device"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
-        code=stage_code(*COUNTERFACTUAL_CODE),
+        code=stage_code("stages.counterfactuals"),
     threads: MODEL_THREADS
     resources:
         gpu=1,
@@ -95,7 +94,7 @@ rule counterfactual_comparison:
         device=config["device"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
-        code=stage_code(*COUNTERFACTUAL_CODE),
+        code=stage_code("stages.counterfactuals"),
     threads: MODEL_THREADS
     resources:
         gpu=1,
@@ -124,7 +123,7 @@ rule counterfactual_summary:
         top_measures=COUNTERFACTUALS["top_measures"],
         top_units=COUNTERFACTUALS["top_units"],
         world=world_of(config["classifier"]),
-        code=stage_code("stages.counterfactuals", "counterfactual", "measures", "stats", "world"),
+        code=stage_code("stages.counterfactuals"),
     threads: 1
     conda:
         CONDA_ENV

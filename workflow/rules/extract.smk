@@ -5,14 +5,12 @@ rule extract:
         directory(f"{RESULTS}/activations.zarr"),
     log:
         f"{LOGS}/extract.log",
+    benchmark:
+        f"{BENCHMARKS}/extract.tsv"
     params:
         require_correct=config["samples"]["require_correct"],
         batch_size=config["samples"]["batch_size"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.extract", *MODEL_CODE),
+        **model_stage("stages.extract"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

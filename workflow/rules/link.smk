@@ -12,13 +12,11 @@ rule link:
         units=f"{RESULTS}/link/units.parquet",
     log:
         f"{LOGS}/link.log",
+    benchmark:
+        f"{BENCHMARKS}/link.tsv"
     params:
         link=config["link"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.link", *MODEL_CODE),
+        **model_stage("stages.link"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

@@ -8,8 +8,10 @@ if not config["tuning"]["adaptive"]["enabled"]:
             f"{RESULTS}/tables/chunk-{{chunk}}.parquet",
         log:
             f"{LOGS}/measure/chunk-{{chunk}}.log",
+        benchmark:
+            f"{BENCHMARKS}/measure/chunk-{{chunk}}.tsv"
         params:
-            code=stage_code("stages.measure", "measures"),
+            code=stage_code("stages.measure"),
         threads: 2
         conda:
             CONDA_ENV
@@ -29,7 +31,7 @@ rule gather_tables:
     log:
         f"{LOGS}/gather_tables.log",
     params:
-        code=stage_code("stages.measure", "measures"),
+        code=stage_code("stages.measure"),
     threads: 1
     conda:
         CONDA_ENV

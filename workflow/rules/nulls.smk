@@ -9,24 +9,14 @@ rule null_controls:
         f"{RESULTS}/tables/null_controls.parquet",
     log:
         f"{LOGS}/null_controls.log",
+    benchmark:
+        f"{BENCHMARKS}/null_controls.tsv"
     params:
         steps=config["tuning"]["steps"],
         directions=config["tuning"]["null_directions"],
         seed=config["tuning"]["null_seed"],
         batch_size=config["tuning"]["batch_size"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code(
-            "stages.nulls",
-            "stages.perturb",
-            "stages.measure",
-            "stages.link",
-            "stages.units",
-            *REGION_CODE,
-            *MODEL_CODE,
-        ),
+        **model_stage("stages.nulls"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

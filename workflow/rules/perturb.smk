@@ -17,29 +17,17 @@ if config["tuning"]["adaptive"]["enabled"]:
             **({"renders": renders(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")} if config["tuning"]["keep_renders"] else {}),
         log:
             f"{LOGS}/perturb/chunk-{{chunk}}.log",
+        benchmark:
+            f"{BENCHMARKS}/perturb/chunk-{{chunk}}.tsv"
         params:
             units=units_of_chunk,
             # The efficacy bound divides by every test of the run.
             total_units=len(selected_units()),
             steps=config["tuning"]["steps"],
             batch_size=config["tuning"]["batch_size"],
-            device=config["device"],
-            precision=config["precision"],
-            classifier=model_params("classifier"),
-            generator=model_params("generator"),
             adaptive=config["tuning"]["adaptive"],
             concepts={key: config["concepts"][key] for key in ("measures", "q", "min_effect")},
-            code=stage_code(
-                "stages.perturb_adaptive",
-                "stages.perturb",
-                "stages.measure",
-                "stages.link",
-                "stages.units",
-                "adaptive",
-                "stats",
-                *REGION_CODE,
-                *MODEL_CODE,
-            ),
+            **model_stage("stages.perturb_adaptive"),
         threads: MODEL_THREADS
         resources:
             gpu=1,
@@ -61,15 +49,13 @@ else:
             renders(f"{RESULTS}/renders/chunk-{{chunk}}.zarr"),
         log:
             f"{LOGS}/perturb/chunk-{{chunk}}.log",
+        benchmark:
+            f"{BENCHMARKS}/perturb/chunk-{{chunk}}.tsv"
         params:
             units=units_of_chunk,
             steps=config["tuning"]["steps"],
             batch_size=config["tuning"]["batch_size"],
-            device=config["device"],
-            precision=config["precision"],
-            classifier=model_params("classifier"),
-            generator=model_params("generator"),
-            code=stage_code("stages.perturb", "stages.link", "stages.units", *REGION_CODE, *MODEL_CODE),
+            **model_stage("stages.perturb"),
         threads: MODEL_THREADS
         resources:
             gpu=1,

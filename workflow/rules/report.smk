@@ -15,14 +15,14 @@ rule report:
         directory(f"{RESULTS}/report"),
     log:
         f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCHMARKS}/report.tsv"
     params:
         report=config["report"],
         device=config["device"],
         classifier=model_params("classifier"),
         generator=model_params("generator"),
-        code=stage_code(
-            "reporting", "counterfactual", "stats", "stages.perturb", "stages.link", "stages.units", *MODEL_CODE
-        ),
+        code=stage_code("reporting"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

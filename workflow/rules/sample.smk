@@ -3,14 +3,12 @@ rule sample:
         directory(f"{RESULTS}/latents.zarr"),
     log:
         f"{LOGS}/sample.log",
+    benchmark:
+        f"{BENCHMARKS}/sample.tsv"
     params:
         samples=config["samples"],
         classes=config["classes"],
-        device=config["device"],
-        precision=config["precision"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.sample", *MODEL_CODE),
+        **model_stage("stages.sample"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

@@ -15,7 +15,7 @@ if SEGMENTATION_LABELS == WORLD:
             classes=config["classes"],
             truncation=config["samples"]["truncation"],
             generator=model_params("generator"),
-            code=stage_code("segmentation", *MODEL_CODE),
+            code=stage_code("segmentation"),
         threads: MODEL_THREADS
         conda:
             CONDA_ENV
@@ -41,7 +41,7 @@ if SEGMENTATION_LABELS:
             segmentation=config["segmentation"],
             device=config["device"],
             generator=model_params("generator"),
-            code=stage_code("segmentation", *MODEL_CODE),
+            code=stage_code("segmentation"),
         threads: MODEL_THREADS
         resources:
             gpu=1,

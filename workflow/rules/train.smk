@@ -3,7 +3,7 @@
 # results/default_models/; to use them, point a model spec at them
 # ({kind: builtin, name: shapes-classifier, weights: results/default_models/shapes-classifier.pt})
 # or copy them over the shipped ones in pipeline/models/weights/.
-# Config (optional): default_models: {seed: 0, train: {<overrides of DEFAULT_CONFIG>}}.
+# Config: default_models: {seed: 0, train: {<overrides of DEFAULT_CONFIG>}} (schema defaults).
 
 import json
 import os
@@ -20,8 +20,8 @@ rule train_default_models:
         "logs/train_default_models.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.classifier[0]),
-        seed=config.get("default_models", {}).get("seed", 0),
-        overrides=json.dumps(config.get("default_models", {}).get("train", {}), sort_keys=True),
+        seed=config["default_models"]["seed"],
+        overrides=json.dumps(config["default_models"]["train"], sort_keys=True),
     threads: 2
     conda:
         CONDA_ENV

@@ -1,4 +1,4 @@
-from pipeline.stages.common import run_stage
+from pipeline.stages.common import ModelSetup, run_stage
 from pipeline.stages.extract import extract_activations
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
@@ -8,10 +8,7 @@ run_stage(
     threads=job.threads,
     latents_path=job.input.latents,
     out_path=job.output[0],
-    classifier=job.params.classifier["spec"],
-    generator=job.params.generator["spec"],
-    device=job.params.device,
-    precision=job.params.precision,
+    models=ModelSetup.from_params(job.params.models),
     require_correct=job.params.require_correct,
     batch_size=job.params.batch_size,
 )

@@ -1,5 +1,6 @@
-from pipeline.stages.common import run_stage
+from pipeline.stages.common import ModelSetup, run_stage
 from pipeline.stages.nulls import null_controls
+from pipeline.stages.samples import Samples
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
 run_stage(
@@ -7,14 +8,10 @@ run_stage(
     log_path=job.log[0],
     threads=job.threads,
     out_path=job.output[0],
-    latents_path=job.input.latents,
-    activations_path=job.input.activations,
+    samples=Samples(job.input.latents, job.input.activations),
     link_path=job.input.link,
     ranges_path=job.input.ranges,
-    classifier=job.params.classifier["spec"],
-    generator=job.params.generator["spec"],
-    device=job.params.device,
-    precision=job.params.precision,
+    models=ModelSetup.from_params(job.params.models),
     segmentation_path=job.input.get("segmentation"),
     steps=job.params.steps,
     directions=job.params.directions,

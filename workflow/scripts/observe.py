@@ -1,4 +1,4 @@
-from pipeline.stages.common import run_stage
+from pipeline.stages.common import ModelSetup, run_stage
 from pipeline.stages.observe import measure_samples
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
@@ -9,10 +9,8 @@ run_stage(
     latents_path=job.input.latents,
     activations_path=job.input.activations,
     out_path=job.output[0],
-    classifier=job.params.classifier["spec"],
-    generator=job.params.generator["spec"],
-    device=job.params.device,
-    precision=job.params.precision,
+    models=ModelSetup.from_params(job.params.models),
+    segmentation_path=job.input.get("segmentation"),
     per_class=job.params.per_class,
     batch_size=job.params.batch_size,
 )

@@ -1,4 +1,4 @@
-from pipeline.stages.common import run_stage
+from pipeline.stages.common import ModelSetup, run_stage
 from pipeline.stages.sample import sample_latents
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
@@ -7,10 +7,7 @@ run_stage(
     log_path=job.log[0],
     threads=job.threads,
     out_path=job.output[0],
-    classifier=job.params.classifier["spec"],
-    generator=job.params.generator["spec"],
+    models=ModelSetup.from_params(job.params.models),
     classes=job.params.classes,
-    device=job.params.device,
-    precision=job.params.precision,
     **job.params.samples,
 )

@@ -1,4 +1,5 @@
 from pipeline.job import run_stage
+from pipeline.stages.samples import Samples
 from pipeline.stages.units import unit_ranges
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
@@ -6,8 +7,7 @@ run_stage(
     unit_ranges,
     log_path=job.log[0],
     threads=job.threads,
-    latents_path=job.input.latents,
-    activations_path=job.input.activations,
+    samples=Samples(job.input.latents, job.input.activations),
     out_path=job.output[0],
     range_quantiles=job.params.range_quantiles,
 )
