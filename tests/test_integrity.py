@@ -315,7 +315,9 @@ def test_a_lock_left_by_a_dead_run_is_cleared_and_a_live_ones_is_kept(tmp_path):
 def test_a_link_that_predicts_nothing_is_refused_and_writes_nothing(tmp_path):
     import numpy as np
 
+    from pipeline.stages.common import ModelSetup
     from pipeline.stages.link import fit_link
+    from pipeline.stages.samples import Samples
     from pipeline.store import write_zarr
 
     rng = np.random.default_rng(0)
@@ -332,12 +334,9 @@ def test_a_link_that_predicts_nothing_is_refused_and_writes_nothing(tmp_path):
     outputs = [tmp_path / "link" / name for name in ("model.pt", "metrics.json", "units.parquet")]
     with pytest.raises(ValueError, match=r"link: held-out R² of w is -?[0-9.e-]+, not above 0"):
         fit_link(
-            tmp_path / "latents.zarr",
-            tmp_path / "activations.zarr",
+            Samples(tmp_path / "latents.zarr", tmp_path / "activations.zarr"),
             *outputs,
-            classifier={},
-            generator={},
-            device="cpu",
+            models=ModelSetup(classifier=None, generator=None, device="cpu"),
             alpha=0.001,
             alphas=[],
             folds=2,

@@ -14,7 +14,6 @@ import yaml
 from pipeline.stages import common
 from pipeline.stages.common import (
     ModelSetup,
-    Samples,
     check_finite,
     code_version,
     imported_modules,
@@ -41,6 +40,7 @@ from pipeline.stages.measure import gather_tables, sweep_table
 from pipeline.stages.nulls import direction_sweeps, random_directions, typical_span
 from pipeline.stages.perturb import sweep_latents, sweep_values
 from pipeline.stages.sample import latents_from_seeds, map_latents, sample_latents
+from pipeline.stages.samples import Samples
 from pipeline.stages.units import compute_ranges, probe_rows, probe_samples
 from pipeline.store import read_zarr, write_parquet, write_zarr
 from tests.conftest import REPO_ROOT, TINY_CLASSIFIER, TINY_GENERATOR

@@ -132,6 +132,13 @@ def open_segmenter(generator: Generator, model_path: str | Path | None, device: 
     return segmenter
 
 
+def region_attrs(segmenter: Any) -> dict[str, Any]:
+    """What made a renders store's masks: ``regions`` (segmentation or saliency) and the part names."""
+    if segmenter is None:
+        return {"regions": "saliency"}
+    return {"regions": "segmentation", "part_names": list(segmenter.part_names)}
+
+
 def prepare_device(name: str) -> torch.device:
     device = resolve_device(name)
     log.info("device: %s", device)

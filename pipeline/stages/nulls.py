@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.stages.common import Encoded, Models, ModelSetup
+from pipeline.stages.common import Encoded, Models, ModelSetup, region_attrs
 from pipeline.stages.link import AffineLink, load_link, standardisation
 from pipeline.stages.measure import sweep_table
-from pipeline.stages.perturb import region_attrs, sweep_outcomes, w_distances
+from pipeline.stages.perturb import sweep_outcomes, w_distances
 from pipeline.stages.samples import Samples
 from pipeline.stages.units import probe_samples
 from pipeline.store import read_parquet, write_parquet

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.stages.common import ModelSetup
+from pipeline.stages.common import ModelSetup, region_attrs
 from pipeline.stages.measure import measure_regions
-from pipeline.stages.perturb import region_attrs
 from pipeline.store import read_zarr, write_parquet
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline.stages.common import Encoded, Models, ModelSetup, softmax
+from pipeline.stages.common import Encoded, Models, ModelSetup, region_attrs, softmax
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.samples import Samples
 from pipeline.stages.units import probe_samples
@@ -195,9 +194,3 @@ def perturb_chunk(
         attrs={"steps": steps, **region_attrs(loaded.segmenter)},
     )
 
-
-def region_attrs(segmenter: Any) -> dict[str, Any]:
-    """What made a renders store's masks: ``regions`` (segmentation or saliency) and the part names."""
-    if segmenter is None:
-        return {"regions": "saliency"}
-    return {"regions": "segmentation", "part_names": list(segmenter.part_names)}

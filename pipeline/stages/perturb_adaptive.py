@@ -20,10 +20,10 @@ import torch
 
 from pipeline.adaptive import Design, SequentialTest, look_schedule
 from pipeline.measures import selected_measures
-from pipeline.stages.common import ModelSetup
+from pipeline.stages.common import ModelSetup, region_attrs
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.measure import sweep_table
-from pipeline.stages.perturb import chunk_sweeps, region_attrs, render_sweeps
+from pipeline.stages.perturb import chunk_sweeps, render_sweeps
 from pipeline.stages.samples import Samples
 from pipeline.store import read_parquet, write_json, write_parquet, write_zarr
 
