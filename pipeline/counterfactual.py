@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -198,22 +199,26 @@ def search_mahalanobis(
     if prior.covariance.shape != (r.shape[1], r.shape[1]):
         raise ValueError(f"counterfactuals: prior of {prior.covariance.shape[0]} units for r of {r.shape[1]}")
     covariance = torch.from_numpy(prior.covariance).to(device=r.device, dtype=torch.float32)
+    settings = {"covariance": covariance, "max_distance": max_distance, "bisection_steps": bisection_steps}
+    return _in_batches(_walk, classifier, generator, link, r, origin, target, batch, settings)
+
+
+def _in_batches(
+    search: Callable[..., Counterfactuals],
+    classifier: Classifier,
+    generator: Generator,
+    link: Link,
+    r: torch.Tensor,
+    origin: int,
+    target: int,
+    batch: int,
+    settings: Mapping[str, Any],
+) -> Counterfactuals:
+    """``search`` over ``r`` in batches of at most ``batch`` rows (halved on CUDA out-of-memory), joined."""
     parts: list[Counterfactuals] = []
 
     def step(rows: slice) -> None:
-        parts.append(
-            _walk(
-                classifier,
-                generator,
-                link,
-                r[rows].detach().float(),
-                origin,
-                target,
-                covariance=covariance,
-                max_distance=max_distance,
-                bisection_steps=bisection_steps,
-            )
-        )
+        parts.append(search(classifier, generator, link, r[rows].detach().float(), origin, target, **settings))
 
     run_with_backoff(step, r.shape[0], batch)
     return _joined(parts)
@@ -319,28 +324,15 @@ def search_paper(
         raise ValueError(f"counterfactuals.optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
     if max_steps < 1 or check_every < 1:
         raise ValueError("counterfactuals: max_steps and check_every must be >= 1")
-    parts: list[Counterfactuals] = []
-
-    def step(rows: slice) -> None:
-        parts.append(
-            _descend(
-                classifier,
-                generator,
-                link,
-                r[rows].detach().float(),
-                origin,
-                target,
-                lr=lr,
-                max_steps=max_steps,
-                w_origin=w_origin,
-                w_cos=w_cos,
-                check_every=check_every,
-                optimizer=optimizer,
-            )
-        )
-
-    run_with_backoff(step, r.shape[0], batch)
-    return _joined(parts)
+    settings = {
+        "lr": lr,
+        "max_steps": max_steps,
+        "w_origin": w_origin,
+        "w_cos": w_cos,
+        "check_every": check_every,
+        "optimizer": optimizer,
+    }
+    return _in_batches(_descend, classifier, generator, link, r, origin, target, batch, settings)
 
 
 def _descend(
