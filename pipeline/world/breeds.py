@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from scipy.special import ndtr, ndtri
 
+from pipeline.world.draws import as_range, draw_labels
 from pipeline.world.manifest import ClassManifest, register_manifest
 
 IMAGE_SIZE = 64
@@ -159,22 +160,22 @@ def sample_factors(
     for every breed. Each factor takes its own uniform draws, so overriding one factor
     leaves the others' values unchanged.
     """
-    unknown = sorted(set(factor_ranges) - set(FACTORS))
-    if unknown:
-        raise ValueError(f"unknown breeds-world factor {unknown[0]!r}; known: {', '.join(FACTORS)}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    allowed = np.arange(len(BREEDS)) if classes is None else np.asarray(list(classes), dtype=np.int64)
-    if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= len(BREEDS):
-        raise ValueError(f"classes must be breed ids in [0, {len(BREEDS)}), got {list(allowed)}")
-    rng = np.random.default_rng(seed)
-    labels = allowed[rng.integers(0, allowed.size, size=n)]
+    rng, labels = draw_labels(
+        n,
+        seed,
+        classes,
+        class_count=len(BREEDS),
+        factors=FACTORS,
+        overrides=factor_ranges,
+        world="breeds-world",
+        class_ids="breed ids",
+    )
     lower, upper = ndtr(-TRUNCATION), ndtr(TRUNCATION)
     columns = {}
     for name in FACTORS:
         uniform = rng.uniform(0.0, 1.0, size=n)
         if name in factor_ranges:
-            low, high = _as_range(name, factor_ranges[name])
+            low, high = as_range("breeds-world", name, factor_ranges[name])
             columns[name] = low + uniform * (high - low)
         elif name in LEVELS:
             levels, spread = LEVELS[name]
@@ -414,15 +415,6 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     kk = (k + h.unsqueeze(1) * 6.0) % 6.0
     ramp = torch.minimum(kk, 4.0 - kk).clamp(0.0, 1.0)
     return v.unsqueeze(1) * (1.0 - s.unsqueeze(1) * ramp)
-
-
-def _as_range(name: str, spec: float | tuple[float, float]) -> tuple[float, float]:
-    if isinstance(spec, (int, float)):
-        return float(spec), float(spec)
-    low, high = (float(s) for s in spec)
-    if high < low:
-        raise ValueError(f"breeds-world factor {name!r}: range ({low}, {high}) has high < low")
-    return low, high
 
 
 # Measures that read each breed factor, and whether they grow (+1) or shrink (-1) with it,

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipeline.world.draws import as_range, draw_labels
+
 IMAGE_SIZE = 64
 
 SHAPES: tuple[str, ...] = (
@@ -62,19 +64,19 @@ def sample_factors(
 
     A factor override is either a ``(low, high)`` pair or one number that fixes it.
     """
-    unknown = sorted(set(factor_ranges) - set(FACTORS))
-    if unknown:
-        raise ValueError(f"unknown world factor {unknown[0]!r}; known: {', '.join(FACTORS)}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    allowed = np.arange(len(SHAPES)) if classes is None else np.asarray(list(classes), dtype=np.int64)
-    if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= len(SHAPES):
-        raise ValueError(f"classes must be ids in [0, {len(SHAPES)}), got {list(allowed)}")
-    rng = np.random.default_rng(seed)
-    labels = allowed[rng.integers(0, allowed.size, size=n)]
+    rng, labels = draw_labels(
+        n,
+        seed,
+        classes,
+        class_count=len(SHAPES),
+        factors=FACTORS,
+        overrides=factor_ranges,
+        world="world",
+        class_ids="ids",
+    )
     columns = {}
     for name in FACTORS:
-        low, high = _as_range(name, factor_ranges.get(name, FACTOR_RANGES[name]))
+        low, high = as_range("world", name, factor_ranges.get(name, FACTOR_RANGES[name]))
         columns[name] = rng.uniform(low, high, size=n)
     return labels, pd.DataFrame(columns)
 
@@ -153,15 +155,6 @@ def _object_frame(f: Mapping[str, torch.Tensor], image_size: int) -> tuple[torch
     dy = grid.view(1, -1, 1) - f["y"]
     cos, sin = torch.cos(f["rotation"]), torch.sin(f["rotation"])
     return (cos * dx + sin * dy) / f["size"], (sin * dx - cos * dy) / f["size"]
-
-
-def _as_range(name: str, spec: float | tuple[float, float]) -> tuple[float, float]:
-    if isinstance(spec, (int, float)):
-        return float(spec), float(spec)
-    low, high = (float(s) for s in spec)
-    if high < low:
-        raise ValueError(f"world factor {name!r}: range ({low}, {high}) has high < low")
-    return low, high
 
 
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
