@@ -31,6 +31,8 @@ from torch import nn
 
 from pipeline import measures
 from pipeline.counterfactual import ActivationPrior, LatentDomain, paper_loss, search_mahalanobis, search_paper
+from pipeline.models.builtin import builtin_world
+from pipeline.models.registry import ModelSpecError
 from pipeline.stages.common import difference_image
 from pipeline.stages.counterfactuals import (
     concept_movement,
@@ -40,7 +42,6 @@ from pipeline.stages.counterfactuals import (
     summarise_pairs,
     unit_movement,
     unit_shares,
-    world_of,
 )
 from pipeline.store import read_json, read_parquet, read_zarr
 from pipeline.world import ClassManifest, register_manifest
@@ -383,9 +384,11 @@ def test_the_ground_truth_share_counts_moved_measures_of_separating_factors_towa
     assert ground_truth_share(moved.assign(moved=False)) is None
 
 
-def test_world_of_names_the_builtin_world_only():
-    assert world_of({"kind": "builtin", "name": "shapes-classifier"}) == "shapes"
-    assert world_of({"kind": "torchvision", "name": "resnet50"}) is None
+def test_builtin_world_names_the_builtin_world_only():
+    assert builtin_world({"kind": "builtin", "name": "shapes-classifier"}) == "shapes"
+    assert builtin_world({"kind": "torchvision", "name": "resnet50"}) is None
+    with pytest.raises(ModelSpecError, match="shapes-painter"):
+        builtin_world({"kind": "builtin", "name": "shapes-painter"})
 
 
 def test_a_pair_writes_the_contracted_artifacts_on_a_real_run(finished_run, tmp_path):

@@ -39,12 +39,12 @@ def check_segmentation(segmentation: Mapping[str, Any], generator_spec: Mapping[
     source = labels_source(segmentation, generator_spec)
     parts = list(segmentation["parts"])
     if source == WORLD:
+        from pipeline.models.builtin import builtin_world
         from pipeline.world import part_names
 
-        if parts and parts != list(part_names()):
-            raise LabelsError(
-                f"config key 'segmentation.parts' {parts} does not match the world's parts {list(part_names())}"
-            )
+        world_parts = list(part_names(builtin_world(generator_spec)))
+        if parts and parts != world_parts:
+            raise LabelsError(f"config key 'segmentation.parts' {parts} does not match the world's parts {world_parts}")
     elif source is not None:
         if not parts:
             raise LabelsError(f"config key 'segmentation.parts': name the parts of the labels folder {source}")

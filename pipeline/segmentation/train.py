@@ -206,15 +206,15 @@ def world_labels(
     """Write a labels folder for the builtin generator, with the world's true part maps.
 
     The builtin generator was trained to render exactly the world image of
-    ``latent_factors(z)``, so the world's renderer draws the true part map of each of its
+    ``world_factors(z, labels)``, so the world's renderer draws the true part map of each of its
     latents: the renderer stands in for the person who would paint the maps.
     """
     from pipeline.models import load_generator
-    from pipeline.models.builtin import ShapesGenerator, class_onehot, latent_factors
+    from pipeline.models.builtin import class_onehot
     from pipeline.world import part_map, part_names
 
     gen = load_generator(generator)
-    if not isinstance(gen, ShapesGenerator):
+    if not hasattr(gen, "world_factors"):
         raise LabelsError("config key 'segmentation.labels': 'world' needs the builtin generator")
     rng = torch.Generator().manual_seed(int(seed))
     z = torch.randn(count, gen.z_dim, generator=rng)
@@ -222,12 +222,13 @@ def world_labels(
     with torch.no_grad():
         ws = gen.mapping(z, class_onehot(class_ids, gen.c_dim), truncation_psi=truncation)
         images = gen.synthesis(ws)
-    maps = part_map(class_ids, latent_factors(z, truncation), gen.img_resolution).numpy()
+    factors = gen.world_factors(z, class_ids, truncation)
+    maps = part_map(class_ids, factors, gen.img_resolution, world=gen.world).numpy()
     pixels = ((images.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     folder = Path(folder)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    write_labels_folder(partial, ws[:, 0].numpy(), part_names(), images=pixels, maps=maps)
+    write_labels_folder(partial, ws[:, 0].numpy(), part_names(gen.world), images=pixels, maps=maps)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
 

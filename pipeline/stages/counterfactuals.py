@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 PANEL_ROWS = 8
 STD_FLOOR_FRACTION = 0.01
-BUILTIN_CLASSIFIER_SUFFIX = "-classifier"
 
 
 def counterfactual_pair(
@@ -304,14 +303,6 @@ def write_panel(path: str | Path, original: np.ndarray, counterfactual: np.ndarr
     )
     with atomic_path(path) as tmp:
         Image.fromarray(tile(triples)).save(tmp, format="PNG")
-
-
-def world_of(classifier_spec: Mapping[str, Any]) -> str | None:
-    """The procedural world a classifier was trained on: a builtin ``<world>-classifier``, else None."""
-    name = str(classifier_spec.get("name", ""))
-    if classifier_spec.get("kind") == "builtin" and name.endswith(BUILTIN_CLASSIFIER_SUFFIX):
-        return name.removesuffix(BUILTIN_CLASSIFIER_SUFFIX)
-    return None
 
 
 def summarise_pairs(

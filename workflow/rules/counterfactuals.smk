@@ -2,7 +2,7 @@
 # samples searched by the methods of counterfactuals.compare, and their summary.
 # COUNTERFACTUAL_OUTPUTS lists what rule all and the report need; it is empty without pairs.
 
-from pipeline.stages.counterfactuals import world_of
+from pipeline.models.builtin import builtin_world
 
 COUNTERFACTUALS = config["counterfactuals"]
 COUNTERFACTUAL_PAIRS = [f"{origin}-{target}" for origin, target in COUNTERFACTUALS["pairs"]]
@@ -122,7 +122,7 @@ rule counterfactual_summary:
         seed=COUNTERFACTUALS["seed"],
         top_measures=COUNTERFACTUALS["top_measures"],
         top_units=COUNTERFACTUALS["top_units"],
-        world=world_of(config["classifier"]),
+        world=builtin_world(config["classifier"]),
         code=stage_code("stages.counterfactuals"),
     threads: 1
     conda:

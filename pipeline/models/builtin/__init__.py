@@ -8,7 +8,14 @@ Their weights ship in ``pipeline/models/weights``; :func:`train_default_models` 
 from pipeline.models.builtin.classifier import ShapesClassifier
 from pipeline.models.builtin.generator import ShapesGenerator, class_onehot, latent_factors
 from pipeline.models.builtin.probe import AttributeProbe
-from pipeline.models.builtin.weights import BUILTIN_MODELS, WEIGHTS_DIR, load_builtin, weights_path
+from pipeline.models.builtin.weights import (
+    BUILTIN_MODELS,
+    BUILTIN_WORLDS,
+    WEIGHTS_DIR,
+    builtin_world,
+    load_builtin,
+    weights_path,
+)
 
 
 def load_attribute_probe(weights=None) -> AttributeProbe:
@@ -18,10 +25,12 @@ def load_attribute_probe(weights=None) -> AttributeProbe:
 
 __all__ = [
     "BUILTIN_MODELS",
+    "BUILTIN_WORLDS",
     "WEIGHTS_DIR",
     "AttributeProbe",
     "ShapesClassifier",
     "ShapesGenerator",
+    "builtin_world",
     "class_onehot",
     "latent_factors",
     "load_attribute_probe",

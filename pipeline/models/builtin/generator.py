@@ -108,6 +108,8 @@ def _head(w_dim: int, hidden: int, out: int) -> nn.Sequential:
 class ShapesGenerator(nn.Module):
     """Class-conditional generator of shapes-world images with StyleGAN's interface."""
 
+    world = "shapes"
+
     def __init__(
         self,
         c_dim: int = 8,
@@ -134,9 +136,7 @@ class ShapesGenerator(nn.Module):
         # Fourier features of (u, v): learned frequencies and phases (SIREN-like first layer).
         self.fourier = nn.Linear(2, fourier)
         widths = (fourier + 3, *hidden)
-        self.layers = nn.ModuleList(
-            ModulatedLinear(a, b, w_dim) for a, b in zip(widths[:-1], widths[1:], strict=True)
-        )
+        self.layers = nn.ModuleList(ModulatedLinear(a, b, w_dim) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.to_distance = ModulatedLinear(widths[-1], 1, w_dim, demodulate=False)
         self.edge_gain = nn.Parameter(torch.tensor(4.0))
         self.stripe_amplitude = nn.Parameter(torch.tensor(0.2))
@@ -202,6 +202,15 @@ class ShapesGenerator(nn.Module):
         # A disc prior (radius 0.8) gives every shape a start; far out, the field is outside.
         distance = self.to_distance(x, w).squeeze(-1) + 0.2 * (r.squeeze(1) - 0.8) + F.relu(r.squeeze(1) - 1.15)
         return distance.view(-1, 1, self.canvas, self.canvas)
+
+    def world_factors(
+        self, z: torch.Tensor, labels: torch.Tensor | np.ndarray, truncation_psi: float | torch.Tensor = 1.0
+    ) -> pd.DataFrame:
+        """The world factors rendered for latents ``z`` of classes ``labels`` (every builtin
+        generator answers this; in the shapes world the factors do not depend on the class)."""
+        if len(labels) != len(z):
+            raise ValueError(f"labels: {len(labels)} rows for {len(z)} latents")
+        return latent_factors(z, truncation_psi)
 
     def synthesis_unclamped(self, ws: torch.Tensor, return_parameters: bool = False):
         """ws [B, num_ws, w_dim] -> images [B, 3, H, W], roughly in [-1, 1] (for training)."""

@@ -70,7 +70,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
     "generator": {
         "architecture": {
-            "w_dim": 128, "head_hidden": 128, "fourier": 24, "hidden": [32, 32], "canvas": 40, "extent": 1.25,
+            "w_dim": 128,
+            "head_hidden": 128,
+            "fourier": 24,
+            "hidden": [32, 32],
+            "canvas": 40,
+            "extent": 1.25,
         },
         "batch_size": 32,
         # Share of each batch drawn at a truncation psi ~ U(min_truncation, 1), so that

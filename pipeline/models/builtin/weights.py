@@ -33,6 +33,23 @@ BUILTIN_MODELS: dict[str, type[nn.Module]] = {
     "shapes-probe": AttributeProbe,
 }
 
+# The procedural world each builtin model was trained on (pipeline.world's ``world=``).
+BUILTIN_WORLDS: dict[str, str] = {
+    "shapes-classifier": "shapes",
+    "shapes-generator": "shapes",
+    "shapes-probe": "shapes",
+}
+
+
+def builtin_world(spec: Mapping[str, Any]) -> str | None:
+    """The world a model spec's builtin model was trained on; None for any other model."""
+    if spec.get("kind") != "builtin":
+        return None
+    name = str(spec.get("name", ""))
+    if name not in BUILTIN_WORLDS:
+        raise ModelSpecError(f"name: unknown builtin model {name!r}; known: {', '.join(BUILTIN_WORLDS)}")
+    return BUILTIN_WORLDS[name]
+
 
 def weights_path(name: str, weights: str | Path | None = None) -> Path:
     """The weights file of builtin model ``name``: ``weights`` if given, else the shipped one."""
