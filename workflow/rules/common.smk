@@ -166,6 +166,16 @@ def validation_outputs():
     return []
 
 
+FACTOR_ENCODING = f"{RESULTS}/concepts/factor_encoding.parquet"
+
+
+def concepts_extras():
+    """The concepts' optional tables the report shows, as inputs when a rule of this workflow writes them
+    (called from rule report, after every rule that could write them is defined)."""
+    written = {str(path) for rule in workflow.rules for path in rule.output}
+    return {"factor_encoding": FACTOR_ENCODING} if FACTOR_ENCODING in written else {}
+
+
 def final_outputs():
     outputs = [
         f"{RESULTS}/latents.zarr",
