@@ -7,9 +7,12 @@ artifact is escaped by Jinja2, never by hand.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -58,6 +61,18 @@ def percent(value: Any, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     return f"{value:.{digits}%}"
+
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def templates_version() -> str:
+    """sha256 over the template files, so that a changed template rebuilds the site like changed code."""
+    digest = hashlib.sha256()
+    for path in sorted(TEMPLATES.iterdir()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def environment() -> Environment:

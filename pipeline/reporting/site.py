@@ -214,13 +214,14 @@ class _Context:
         text = f"unit {unit}"
         return Link(f"{root}units/{unit}.html", text) if unit in self.pages else text
 
-    def strip(self, unit: int, root: str, tile: int) -> dict[str, Any]:
-        """The unit's strip shown with each image ``tile`` CSS pixels high, and its outline overlay if any."""
+    def strip(self, unit: int, root: str, tile: int, outlines: bool = False) -> dict[str, Any]:
+        """The unit's strip shown with each image ``tile`` CSS pixels high; with ``outlines``, and
+        when the run has part maps, the part outlines over it."""
         width = self.thumbnails[unit].display_width(tile)
         return {
             "picture": Picture(f"{root}img/strips/u{unit}.png", f"tuning strip of unit {unit}", width=width),
             "outlines": Picture(f"{root}img/strips/u{unit}.parts.png", f"part outlines of unit {unit}", width=width)
-            if self.strips.parts is not None
+            if outlines and self.strips.parts is not None
             else None,
         }
 
@@ -492,7 +493,7 @@ def unit_values(
         "unit": unit,
         "neighbours": neighbours,
         "facts": known,
-        "strip": context.strip(unit, "../", UNIT_PAGE_TILE),
+        "strip": context.strip(unit, "../", UNIT_PAGE_TILE, outlines=True),
         "parts": [(name, OUTLINE_PALETTE[k % len(OUTLINE_PALETTE)]) for k, name in enumerate(strips.part_names)]
         if strips.parts is not None
         else [],

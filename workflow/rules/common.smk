@@ -4,6 +4,7 @@ import sys
 from pipeline.locks import clear_stale_lock, is_locked
 from pipeline.models import describe_model, spec_weights_sha256
 from pipeline.provenance import dependents, recorded_inputs
+from pipeline.reporting.render import templates_version
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
 from pipeline.segmentation.config import WORLD, check_segmentation, trained_model

@@ -51,7 +51,8 @@ rule report:
         f"{BENCHMARKS}/report.tsv"
     params:
         site={key: config["report"][key] for key in ("max_units", "top_units", "counterfactual_examples")},
-        code=stage_code("reporting"),
+        code=stage_code("reporting.site"),
+        templates=templates_version(),
     threads: 1
     conda:
         CONDA_ENV

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from pipeline.job import run_stage
-from pipeline.reporting import build_report
+from pipeline.reporting.site import build_report
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
 run_stage(
