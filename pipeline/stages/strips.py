@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ def render_strips(
     rows, probe = probe_samples(samples, latents=("class",), activations=("r",))
     chosen = strip_samples(probe["class"], strip_samples_count)
     ranges = read_parquet(ranges_path).set_index("unit")
-    loaded = models.load(segmentation_path)
+    # The strips are pictures of the generator's renders, drawn in fp32 whatever the sweeps ran at.
+    loaded = replace(models.load(segmentation_path), precision="fp32")
     swept = sweep_units(
         loaded, load_link(link_path), probe["r"][chosen], units, ranges, steps=steps, batch_size=batch_size
     )
