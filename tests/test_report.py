@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import zipfile
 from html.parser import HTMLParser
 from io import BytesIO
 from pathlib import Path
@@ -27,6 +28,7 @@ from pipeline.stages.counterfactuals import counterfactual_pair, summarise_pairs
 from pipeline.stages.samples import Samples
 from pipeline.stages.strips import render_strips
 from pipeline.store import read_json, read_parquet, read_zarr, write_json, write_parquet, write_zarr
+from tests.conftest import snakemake
 
 SCHEMA = load_schema(Path(__file__).resolve().parent.parent / "workflow/schemas/config.schema.yaml")
 PAIRS = ((0, 1), (1, 0))
@@ -264,6 +266,22 @@ def test_max_units_caps_the_unit_pages_to_the_strongest(finished_run, tmp_path):
     assert [p.stem for p in (site / "units").glob("*.html")] == [str(rank_units(concepts)[0])]
     index = parse(site / "index.html")
     assert [r for r in index.references if r.startswith("units/")] == [f"units/{rank_units(concepts)[0]}.html"]
+
+
+def test_snakemakes_report_carries_the_site(finished_run, tmp_path):
+    archive = tmp_path / "report.zip"
+    snakemake(finished_run, "--report", str(archive))
+    with zipfile.ZipFile(archive) as packed:
+        names = packed.namelist()
+    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    site = finished_run / "results" / config["run"] / "report"
+    # Snakemake's own marker of a directory output stays out of the archive.
+    expected = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()} - {".snakemake_timestamp"}
+    assert {"index.html", "measures.html", "counterfactuals.html"} <= expected
+    folders = {name.split("/data/raw/")[1].split("/", 1)[0] for name in names if name.endswith("/index.html")}
+    assert len(folders) == 1, "one registered folder holds the site's index"
+    prefix = f"/data/raw/{folders.pop()}/"
+    assert expected <= {name.split(prefix, 1)[1] for name in names if prefix in name}
 
 
 def test_ranking_puts_selective_units_first_then_by_largest_effect():
