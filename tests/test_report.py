@@ -394,6 +394,20 @@ def test_parts_appear_when_the_run_has_them(report, tmp_path):
     assert "ear_length" in table and ">0.91<" in table and f"units/{unit}.html" in table and ">14<" in table
 
 
+def test_the_site_builder_loads_no_model(report, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the site builder loaded a model")
+
+    for module in ("pipeline.models.registry", "pipeline.models"):
+        monkeypatch.setattr(f"{module}.load_classifier", refuse)
+        monkeypatch.setattr(f"{module}.load_generator", refuse)
+    monkeypatch.setattr("pipeline.stages.common.load_models", refuse)
+    run, _ = report
+    site = tmp_path / "site"
+    build_report(run, run / "report_strips.zarr", site, max_units=512, top_units=3, counterfactual_examples=1)
+    assert (site / "index.html").is_file()
+
+
 def test_optional_sections_stay_away_without_their_files(report):
     _, site = report
     index = (site / "index.html").read_text(encoding="utf-8")
