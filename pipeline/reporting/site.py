@@ -237,6 +237,7 @@ def index_values(
     factors_path: Path,
 ) -> dict[str, Any]:
     concepts = context.concepts
+    part_labels = part_label_values(context)
     return {
         "run": run.name,
         "facts": {
@@ -254,7 +255,7 @@ def index_values(
             )
         ],
         "any_selective": bool(context.selective_measures),
-        "part_labels": part_label_values(context) if _has_parts(concepts) else None,
+        "part_labels": part_labels if _has_parts(concepts) or any(part_labels.values()) else None,
         "validation": validation_values(validation, planted, context) if validation is not None else None,
         "manifest": manifest_values(validation),
         "factors": factor_values(factors_path, context),
@@ -301,6 +302,7 @@ def _has_parts(concepts: pd.DataFrame) -> bool:
 def part_label_values(context: _Context) -> dict[str, list[tuple]]:
     """Per label (unique, tuning), the units whose label is a part measure, strongest first."""
     summary = context.summary
+    galleries = set(context.concepts["measure"])
     labelled = {}
     for label, strength in (("unique", "unique_effect"), ("tuning", "tuning_association")):
         column = f"{label}_measure"
@@ -313,7 +315,9 @@ def part_label_values(context: _Context) -> dict[str, list[tuple]]:
         labelled[label] = [
             (
                 context.unit_link(int(u), ""),
-                Link(f"measures/{slug(summary.at[u, column])}.html", label_text(summary, u, label)),
+                Link(f"measures/{slug(summary.at[u, column])}.html", label_text(summary, u, label))
+                if summary.at[u, column] in galleries
+                else label_text(summary, u, label),
                 _optional_value(summary, u, strength),
             )
             for u in order
