@@ -15,7 +15,7 @@ from tests import workflow_harness as harness
 
 PERTURB = ["perturb chunk=0", "perturb chunk=1"]
 MEASURE = ["measure chunk=0", "measure chunk=1"]
-AFTER_RANGES = [*PERTURB, *MEASURE, "gather_tables", "null_controls", "concepts", "report"]
+AFTER_RANGES = [*PERTURB, *MEASURE, "gather_tables", "null_controls", "concepts", "report_strips", "report"]
 # observe renders the samples again for their tuning: it follows sample and extract only.
 EVERY_JOB = sorted(["sample", "extract", "observe", "link", "units", *AFTER_RANGES])
 
@@ -46,7 +46,7 @@ def test_a_finished_run_has_nothing_to_do(project):
         ("samples", "seed", 1, EVERY_JOB),
         ("link", "alpha", 2.0, ["link", *AFTER_RANGES]),
         ("tuning", "range_quantiles", [0.1, 0.9], ["units", *AFTER_RANGES]),
-        ("concepts", "q", 0.1, ["concepts", "report"]),
+        ("concepts", "q", 0.1, ["concepts", "report_strips", "report"]),
     ],
 )
 def test_a_config_change_reruns_its_stage_and_dependents_only(project, section, key, value, expected):
@@ -64,7 +64,8 @@ def test_adding_units_runs_only_the_new_chunk(project):
     # chunk_size 3: units 0-5 fill chunks 0 and 1; units 6 and 7 open chunk 2.
     harness.write_config(project, changed_config("units", "stop", 8), name="more.yaml")
     planned = harness.planned_jobs(project, config_name="more.yaml")
-    assert planned == sorted(["perturb chunk=2", "measure chunk=2", "gather_tables", "concepts", "report"])
+    after_chunks = ["gather_tables", "concepts", "report_strips", "report"]
+    assert planned == sorted(["perturb chunk=2", "measure chunk=2", *after_chunks])
 
 
 def test_new_classifier_weights_rerun_everything_downstream(project):
@@ -80,8 +81,10 @@ def test_new_classifier_weights_rerun_everything_downstream(project):
     ("module", "expected"),
     [
         ("stages/link.py", ["link", *AFTER_RANGES]),
-        ("stages/concepts.py", ["concepts", "report"]),
+        ("stages/concepts.py", ["concepts", "report_strips", "report"]),
+        ("stages/strips.py", ["report_strips", "report"]),
         ("reporting/site.py", ["report"]),
+        ("reporting/templates/unit.html", ["report"]),
     ],
 )
 def test_editing_a_pipeline_module_reruns_the_stages_that_use_it(project, module, expected):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import zipfile
 from html.parser import HTMLParser
+from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -15,13 +17,18 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.reporting import build_report
-from pipeline.reporting.pages import fmt
-from pipeline.reporting.site import CO_CHANGING_UNITS, rank_units, slug, top_units_for
+from pipeline.reporting.images import OUTLINE_PALETTE, part_outlines
+from pipeline.reporting.render import environment, fmt
+from pipeline.reporting.selection import rank_units, slug, top_units_for
+from pipeline.reporting.site import CO_CHANGING_UNITS, build_report
 from pipeline.reporting.svg import SELECTIVE_COLOUR, effect_bars
+from pipeline.stages.common import ModelSetup
 from pipeline.stages.config import load_schema, validate_config
 from pipeline.stages.counterfactuals import counterfactual_pair, summarise_pairs
-from pipeline.store import read_json, read_parquet, write_json
+from pipeline.stages.samples import Samples
+from pipeline.stages.strips import render_strips
+from pipeline.store import read_json, read_parquet, read_zarr, write_json, write_parquet, write_zarr
+from tests.conftest import snakemake
 
 SCHEMA = load_schema(Path(__file__).resolve().parent.parent / "workflow/schemas/config.schema.yaml")
 PAIRS = ((0, 1), (1, 0))
@@ -31,13 +38,14 @@ EXAMPLES = 2
 
 
 def built_report(workdir: Path, dest: Path, validation: dict | None = None, **settings) -> Path:
-    """Copy the run of ``workdir`` into ``dest``, add counterfactuals (and ``validation``), build its report.
+    """Copy the run of ``workdir`` into ``dest``, add counterfactuals (and ``validation``), render its
+    strips with the strips stage and build its report with the site builder.
 
     Returns the site's folder.
     """
     config = validate_config(yaml.safe_load((workdir / "config.yaml").read_text()), SCHEMA)
     run = dest / config["run"]
-    shutil.copytree(workdir / "results" / config["run"], run)
+    shutil.copytree(workdir / "results" / config["run"], run, ignore=shutil.ignore_patterns("report*"))
     if not (run / "counterfactuals/summary.json").exists():
         add_counterfactuals(run, config)
     validation_path = None
@@ -45,15 +53,28 @@ def built_report(workdir: Path, dest: Path, validation: dict | None = None, **se
         validation_path = run / "concepts/validation.json"
         write_json(validation_path, validation)
     site = dest / "report"
-    chosen = {"samples": STRIP_SAMPLES, "steps": STRIP_STEPS, "counterfactual_examples": EXAMPLES, "top_units": 3}
+    chosen = config["report"] | {"counterfactual_examples": EXAMPLES, "top_units": 3} | settings
+    render_strips(
+        run / "report_strips.zarr",
+        samples=Samples(run / "latents.zarr", run / "activations.zarr"),
+        link_path=run / "link/model.pt",
+        ranges_path=run / "units/ranges.parquet",
+        concepts_path=run / "concepts/unit_concepts.parquet",
+        models=ModelSetup(config["classifier"], config["generator"], device="cpu"),
+        max_units=chosen["max_units"],
+        top_units=chosen["top_units"],
+        strip_samples_count=STRIP_SAMPLES,
+        steps=STRIP_STEPS,
+        batch_size=chosen["batch_size"],
+    )
     index = build_report(
         run,
+        run / "report_strips.zarr",
         site,
-        classifier=config["classifier"],
-        generator=config["generator"],
-        device="cpu",
+        max_units=chosen["max_units"],
+        top_units=chosen["top_units"],
+        counterfactual_examples=chosen["counterfactual_examples"],
         validation_path=validation_path,
-        **(config["report"] | chosen | settings),
     )
     assert index == site / "index.html"
     return site
@@ -190,7 +211,7 @@ def test_index_lists_every_unit_with_its_selective_concepts_and_the_link_metrics
     assert "img/figures/effects.png" in index.references
     assert "img/figures/validation.png" in index.references
     assert "Validation on planted units (development set planted)" in text
-    assert ">object.hue</td><td>–</td>" in text and "Every unit gets two labels" in text
+    assert re.search(r">object.hue</td>\s*<td>–</td>", text) and "Every unit gets two labels" in text
     assert {"unit-query", "unit-measure", "unit-selective"} <= index.ids
 
 
@@ -247,6 +268,22 @@ def test_max_units_caps_the_unit_pages_to_the_strongest(finished_run, tmp_path):
     assert [r for r in index.references if r.startswith("units/")] == [f"units/{rank_units(concepts)[0]}.html"]
 
 
+def test_snakemakes_report_carries_the_site(finished_run, tmp_path):
+    archive = tmp_path / "report.zip"
+    snakemake(finished_run, "--report", str(archive))
+    with zipfile.ZipFile(archive) as packed:
+        names = packed.namelist()
+    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    site = finished_run / "results" / config["run"] / "report"
+    # Snakemake's own marker of a directory output stays out of the archive.
+    expected = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()} - {".snakemake_timestamp"}
+    assert {"index.html", "measures.html", "counterfactuals.html"} <= expected
+    folders = {name.split("/data/raw/")[1].split("/", 1)[0] for name in names if name.endswith("/index.html")}
+    assert len(folders) == 1, "one registered folder holds the site's index"
+    prefix = f"/data/raw/{folders.pop()}/"
+    assert expected <= {name.split(prefix, 1)[1] for name in names if prefix in name}
+
+
 def test_ranking_puts_selective_units_first_then_by_largest_effect():
     concepts = pd.DataFrame(
         {
@@ -263,13 +300,116 @@ def test_ranking_puts_selective_units_first_then_by_largest_effect():
 
 
 def test_effect_bars_draw_one_bar_per_finite_effect_and_escape_names():
-    drawn = effect_bars(
+    chart = effect_bars(
         ["object.hue", "<b>", "object.x"],
         np.array([1.5, np.nan, -0.5]),
         np.array([1.0, np.nan, -1.0]),
         np.array([2.0, np.nan, 0.1]),
         np.array([True, False, False]),
     )
+    template = environment().from_string("{% import 'svg.html' as plots %}{{ plots.effect_bars(chart) }}")
+    drawn = template.render(chart=chart)
     assert drawn.count("<rect") == 2
     assert drawn.count(f"fill='{SELECTIVE_COLOUR}'") == 1
     assert "<b>" not in drawn and "&lt;b&gt;" in drawn
+
+
+def test_part_outlines_trace_each_part_in_its_palette_colour():
+    parts = np.zeros((1, 1, 6, 6), dtype=np.uint8)
+    parts[0, 0, 1:4, 1:4] = 1  # a 3x3 square: its ring is outline, its centre is not
+    parts[0, 0, 4:6, 0:6] = 2  # a band at the bottom edge
+    overlay = np.asarray(Image.open(BytesIO(part_outlines(parts).png)))
+    assert overlay.shape == (6, 6, 4)
+    colour = {k: tuple(int(OUTLINE_PALETTE[k - 1][i : i + 2], 16) for i in (1, 3, 5)) for k in (1, 2)}
+    assert overlay[2, 2, 3] == 0 and overlay[0, 0, 3] == 0  # inside a part, and background
+    assert tuple(overlay[1, 1, :3]) == colour[1] and overlay[1, 1, 3] == 255
+    assert tuple(overlay[4, 3, :3]) == colour[2]  # the band's top row borders part 1 and background
+    assert tuple(overlay[5, 2, :3]) == colour[2]  # the frame's edge counts as background
+
+
+def test_parts_appear_when_the_run_has_them(report, tmp_path):
+    """A run with part maps in its strips, units labelled for part measures, the manifest figures
+    in validation.json and a factor-encoding table (hand-written files) gets all four shown."""
+    source, _ = report
+    run = tmp_path / source.name
+    shutil.copytree(source, run)
+    arrays, attrs = read_zarr(run / "report_strips.zarr")
+    shape = arrays["images"].shape[:-1]
+    parts = np.zeros(shape, dtype=np.uint8)
+    parts[..., 2:8, 2:8] = 1
+    parts[..., 10:14, 4:12] = 2
+    write_zarr(
+        run / "report_strips.zarr",
+        arrays | {"parts": parts},
+        attrs=attrs | {"part_names": ["ear", "<snout>"], "segmenter": {"train": 8, "held_out": 200, "mean_iou": 0.83}},
+    )
+    summary = read_parquet(run / "concepts/unit_summary.parquet")
+    concepts = read_parquet(run / "concepts/unit_concepts.parquet")
+    unit = rank_units(concepts)[0]
+    labelled = summary["unit"] == unit
+    summary.loc[labelled, ["unique_measure", "unique_sign", "unique_effect"]] = ["part:ear.area", 1.0, 3.5]
+    summary.loc[labelled, ["tuning_measure", "tuning_sign"]] = ["part:<snout>.hue", -1.0]
+    write_parquet(run / "concepts/unit_summary.parquet", summary)
+    concepts.loc[concepts.index[0], "measure"] = "part:ear.area"
+    write_parquet(run / "concepts/unit_concepts.parquet", concepts)
+    factors = pd.DataFrame(
+        {
+            "factor": ["ear_length", "tail_angle"],
+            "kind": ["part", "part"],
+            "layer_r2": [0.91, 0.12],
+            "units_encoding": [14, 0],
+            "best_unit": [unit, None],
+            "best_unit_r2": [0.55, np.nan],
+        }
+    )
+    write_parquet(run / "concepts/factor_encoding.parquet", factors)
+    validation = VALIDATION | {"breed_defining_share": 0.75, "breed_defining_labelled": 3, "labelled_units": 4}
+    write_json(run / "concepts/validation.json", validation)
+
+    site = tmp_path / "site"
+    build_report(
+        run,
+        run / "report_strips.zarr",
+        site,
+        max_units=512,
+        top_units=3,
+        counterfactual_examples=EXAMPLES,
+        validation_path=run / "concepts/validation.json",
+    )
+    page = (site / "units" / f"{unit}.html").read_text(encoding="utf-8")
+    assert f"img/strips/u{unit}.parts.png" in page and "&lt;snout&gt;" in page and "<snout>" not in page
+    assert f"border-color: {OUTLINE_PALETTE[0]}" in page and f"border-color: {OUTLINE_PALETTE[1]}" in page
+    overlay = Image.open(site / "img/strips" / f"u{unit}.parts.png")
+    assert overlay.mode == "RGBA" and overlay.size == Image.open(site / "img/strips" / f"u{unit}.png").size
+
+    index = (site / "index.html").read_text(encoding="utf-8")
+    parts_section = index.split("id='parts'")[1].split("<h2")[0]
+    assert f"units/{unit}.html" in parts_section
+    assert "part:ear.area (+)" in parts_section and "part:&lt;snout&gt;.hue (−)" in parts_section
+    assert "K = 8 labelled renders; held-out mean IoU 0.83 on 200 renders" in index
+    manifest = index.split("id='manifest'")[1].split("<h2")[0]
+    assert ">0.75<" in manifest and ">3<" in manifest and ">4<" in manifest
+    assert "breed_defining_share" not in index.split("Validation on planted units")[1]
+    table = index.split("id='factors'")[1].split("<h2")[0]
+    assert "ear_length" in table and ">0.91<" in table and f"units/{unit}.html" in table and ">14<" in table
+
+
+def test_the_site_builder_loads_no_model(report, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the site builder loaded a model")
+
+    for module in ("pipeline.models.registry", "pipeline.models"):
+        monkeypatch.setattr(f"{module}.load_classifier", refuse)
+        monkeypatch.setattr(f"{module}.load_generator", refuse)
+    monkeypatch.setattr("pipeline.stages.common.load_models", refuse)
+    run, _ = report
+    site = tmp_path / "site"
+    build_report(run, run / "report_strips.zarr", site, max_units=512, top_units=3, counterfactual_examples=1)
+    assert (site / "index.html").is_file()
+
+
+def test_optional_sections_stay_away_without_their_files(report):
+    _, site = report
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert all(f"id='{section}'" not in index for section in ("parts", "manifest", "factors"))
+    assert not list((site / "img/strips").glob("*.parts.png"))

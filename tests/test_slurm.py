@@ -26,7 +26,7 @@ CLUSTER_SCRIPT = harness.REPO / "scripts" / "slurm_cluster.sh"
 RUN_LIMIT_S = 900
 WORKFLOW_RULES = {
     "sample", "extract", "observe", "link", "units", "perturb", "measure", "gather_tables", "null_controls",
-    "concepts", "report",
+    "concepts", "report_strips", "report",
 }  # fmt: skip
 
 

@@ -32,6 +32,7 @@ ARTIFACTS = (
     "tables/null_controls.parquet",
     "concepts/unit_concepts.parquet",
     "concepts/unit_summary.parquet",
+    "report_strips.zarr",
     "report",
 )
 UNITS = [0, 1, 2, 5]
@@ -132,6 +133,7 @@ def test_changed_link_config_reruns_link_and_what_follows(finished_run: Path) ->
         "gather_tables": 1,
         "null_controls": 1,
         "concepts": 1,
+        "report_strips": 1,
         "report": 1,
         "all": 1,
     }

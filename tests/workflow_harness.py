@@ -50,7 +50,8 @@ IMAGE_SIZE = TINY_CONFIG["classifier"]["input_size"]
 
 # Every rule gets one thread, so that two jobs share CI's two cores instead of queueing.
 ONE_THREAD_RULES = (
-    "sample", "extract", "observe", "link", "perturb", "null_controls", "report", "concepts", "measure"
+    "sample", "extract", "observe", "link", "perturb", "null_controls", "report_strips", "report", "concepts",
+    "measure",
 )  # fmt: skip
 
 

@@ -1,22 +1,26 @@
-"""Build the static report site of one run directory.
+"""Build the static report site of one run directory from its artifacts, on the CPU.
 
 Layout of the site (every link relative, every page self-contained):
 
-    index.html              overview: link quality, selective units, effect histograms,
-                            validation, and the searchable unit table
+    index.html              overview: link quality, selective units, units labelled for part
+                            measures, effect histograms, validation, factor encoding, and the
+                            searchable unit table
     measures.html           every measure with its selective-unit count
     measures/<measure>.html gallery: the units with the largest effect on that measure
-    units/<unit>.html       strips, effects with CIs, controllability, co-changing units
+    units/<unit>.html       strips (with part outlines), effects with CIs, controllability,
+                            co-changing units
     counterfactuals.html    success per class pair, the concepts that move each class,
                             original / counterfactual / difference images
-    img/                    PNG strips, figures and counterfactual triples
+    img/                    PNG strips, part outlines, figures and counterfactual triples
+
+This module reads artifacts, writes files and gathers each page's values; the strips come
+rendered from the strips stage (:mod:`pipeline.stages.strips`), the figures from
+:mod:`pipeline.reporting.figures`, the markup from the templates (:mod:`pipeline.reporting.render`).
 """
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +30,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.reporting import figures, pages, svg
-from pipeline.reporting.pages import Raw, badge, facts, fmt, image, link, table
-from pipeline.reporting.strips import UnitSweep, strip_samples, thumbnail, unit_sweeps
-from pipeline.stages.common import difference_image, load_models, prepare_device
-from pipeline.stages.link import load_link
-from pipeline.stages.units import probe_rows
+from pipeline.reporting import figures, svg
+from pipeline.reporting.images import OUTLINE_PALETTE, Thumbnail, part_outlines, thumbnail
+from pipeline.reporting.render import Badge, Link, Picture, fmt, percent, render
+from pipeline.reporting.selection import measure_order, shown_units, slug
+from pipeline.stages.common import difference_image
 from pipeline.stats import selective_counts
 from pipeline.store import atomic_path, read_json, read_parquet, read_zarr
 
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CO_CHANGING_UNITS = 6
 RESPONSE_SAMPLES = 8
+PART_PREFIX = "part:"
 SUMMARY_FIELDS = ("controllability", "slope", "specificity", "prob_change", "class_kept")
 LINK_METRICS = (
     ("r2_train", "R² of w, training samples"),
@@ -47,39 +51,44 @@ LINK_METRICS = (
     ("cycle_class_agreement", "cycle: re-renders classified as their class"),
     ("columns_beyond_noise", "units whose link column is more than fitting noise (p ≤ 0.05)"),
 )
+# The figures of the labels against a world's manifest, when validation.json has them.
+MANIFEST_FIGURES = (
+    ("breed_defining_share", "labelled units whose label is a breed-defining part measure (share)"),
+    ("breed_defining_labelled", "labelled units whose label is a breed-defining part measure"),
+    ("labelled_units", "labelled units"),
+)
+FACTOR_ENCODING_COLUMNS = ("factor", "kind", "layer_r2", "units_encoding", "best_unit", "best_unit_r2")
 CONCEPT_MOVEMENT_ROWS = 8
 # Displayed image sizes, in CSS pixels; small renders are scaled up without smoothing.
 GALLERY_TILE = 64
 UNIT_PAGE_TILE = 96
 COUNTERFACTUAL_TILE = 96
+COUNTERFACTUAL_METHODS = {
+    "mahalanobis": "the smallest shift under a Gaussian prior of the training activations, its length found by "
+    "rendering and re-encoding",
+    "paper": "the paper's gradient search on the head's logits with a latent cosine term",
+}
 
 
 def build_report(
     run_dir: str | Path,
+    strips_path: str | Path,
     out_dir: str | Path,
     *,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
     max_units: int,
-    samples: int,
-    steps: int,
     top_units: int,
     counterfactual_examples: int,
-    batch_size: int,
     class_names: Sequence[str] | None = None,
     validation_path: str | Path | None = None,
-    segmentation_path: str | Path | None = None,
 ) -> Path:
     """Write the report of ``run_dir`` (a ``results/{run}`` folder) into ``out_dir``; return its index.
 
     Units get a page in the order of their strongest selective effect, at most ``max_units``
-    of them; each measure's gallery shows its ``top_units`` units by |effect|. Strips show
-    ``samples`` probe samples at ``steps`` values over each unit's range, rendered again from
-    the link and generator. Optional artifacts (the activation-change table,
-    counterfactuals) add their sections when present; ``validation_path`` names a
-    ``validation.json`` (the run's own, or that of the planted-unit run beside it) to show;
-    ``segmentation_path`` the part segmenter the regions came from (None: saliency).
+    of them; each measure's gallery shows its ``top_units`` units by |effect|. The strips
+    come from ``strips_path`` (``report_strips.zarr`` of the strips stage, made with the same
+    ``max_units`` and ``top_units``). Optional artifacts (counterfactuals, the factor encoding)
+    add their sections when present; ``validation_path`` names a ``validation.json`` (the
+    run's own, or that of the planted-unit run beside it) to show.
     """
     run = Path(run_dir)
     concepts = read_parquet(run / "concepts/unit_concepts.parquet")
@@ -87,62 +96,96 @@ def build_report(
     ranges = read_parquet(run / "units/ranges.parquet").set_index("unit")
     metrics = read_json(run / "link/metrics.json")
     names = _class_namer(class_names)
-
-    ranked = rank_units(concepts)
-    page_units = ranked[:max_units]
-    galleries = {measure: top_units_for(concepts, measure, top_units) for measure in measure_order(concepts)}
-    swept = list(dict.fromkeys([*page_units, *(u for units in galleries.values() for u in units)]))
-
-    rows = probe_rows(run / "latents.zarr", run / "activations.zarr")
-    latents, _ = read_zarr(run / "latents.zarr", ["class"])
-    activations, _ = read_zarr(run / "activations.zarr", ["r"])
-    chosen = rows[strip_samples(latents["class"][rows], samples)]
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
+    shown = shown_units(concepts, max_units=max_units, top_units=top_units)
+    strips = Strips.read(strips_path, shown.swept)
 
     with atomic_path(out_dir) as site:
         for folder in ("units", "measures", "img/strips", "img/figures", "img/counterfactuals"):
             (site / folder).mkdir(parents=True, exist_ok=True)
-        sweeps: dict[int, UnitSweep] = {}
-        for sweep in unit_sweeps(
-            clf,
-            gen,
-            load_link(run / "link/model.pt"),
-            activations["r"][chosen],
-            swept,
-            ranges,
-            steps=steps,
-            batch_size=batch_size,
-            device=torch_device,
-        ):
-            (site / "img/strips" / f"u{sweep.unit}.png").write_bytes(sweep.strip.png)
-            sweeps[sweep.unit] = sweep
-        log.info("report: %d tuning strips of %d samples x %d steps", len(sweeps), len(chosen), steps)
-
-        strip_caption = "Rows: probe samples (" + ", ".join(names(c) for c in latents["class"][chosen]) + ")"
+        thumbnails = strips.write_images(site / "img/strips")
         context = _Context(
             concepts=concepts,
             summary=summary,
             ranges=ranges,
-            sweeps=sweeps,
-            pages=set(page_units),
-            strip_caption=strip_caption,
+            strips=strips,
+            thumbnails=thumbnails,
+            pages=set(shown.pages),
+            strip_caption="Rows: probe samples (" + ", ".join(names(c) for c in strips.classes) + ")",
             names=names,
         )
-        _write(site / "index.html", index_page(site, run, metrics, context, ranked, validation_path, segmentation_path))
-        _write(site / "measures.html", measures_page(concepts, galleries))
-        for measure, units in galleries.items():
-            _write(site / "measures" / f"{slug(measure)}.html", gallery_page(measure, units, context))
+        counts = selective_counts(concepts)
+        figures.effect_histograms(concepts, site / "img/figures/effects.png")
+        if context.selective_measures:
+            figures.selective_counts_chart(counts, site / "img/figures/selective_counts.png")
+        validation = read_json(validation_path) if validation_path else None
+        planted = pd.DataFrame((validation or {}).get("units") or [])
+        if not planted.empty:
+            figures.validation_hits(planted, site / "img/figures/validation.png")
+        factors = run / "concepts/factor_encoding.parquet"
+        index = index_values(run, metrics, context, counts, shown.ranked, validation, planted, factors)
+        _write(site / "index.html", render("index.html", **index))
+        _write(site / "measures.html", render("measures.html", rows=measure_rows(counts, shown.galleries)))
+        for measure, units in shown.galleries.items():
+            page = gallery_values(measure, units, context)
+            _write(site / "measures" / f"{slug(measure)}.html", render("gallery.html", **page))
         changes = _activation_changes(run)
-        for position, unit in enumerate(page_units):
+        for position, unit in enumerate(shown.pages):
             neighbours = (
-                page_units[position - 1] if position else None,
-                page_units[position + 1] if position + 1 < len(page_units) else None,
+                shown.pages[position - 1] if position else None,
+                shown.pages[position + 1] if position + 1 < len(shown.pages) else None,
             )
-            _write(site / "units" / f"{unit}.html", unit_page(unit, context, changes[unit], neighbours))
-        _write(site / "counterfactuals.html", counterfactual_page(site, run, context, counterfactual_examples))
-    log.info("report: %d unit pages, %d measure galleries", len(page_units), len(galleries))
+            page = unit_values(unit, context, changes[unit], neighbours)
+            _write(site / "units" / f"{unit}.html", render("unit.html", **page))
+        page = counterfactual_values(site, run, context, counterfactual_examples)
+        _write(site / "counterfactuals.html", render("counterfactuals.html", **page))
+    log.info("report: %d unit pages, %d measure galleries", len(shown.pages), len(shown.galleries))
     return Path(out_dir) / "index.html"
+
+
+@dataclass(frozen=True)
+class Strips:
+    """The arrays of ``report/strips.zarr`` (:func:`pipeline.stages.strips.render_strips`)."""
+
+    units: list[int]
+    images: np.ndarray  # uint8 [K, P, S, h, w, 3]
+    values: np.ndarray  # float [K, S]
+    co_change: np.ndarray  # float [K, U]
+    classes: np.ndarray  # int [P]
+    parts: np.ndarray | None  # uint8 [K, P, S, h, w], or None without a segmenter
+    part_names: list[str]
+    segmenter: Mapping[str, Any] | None
+
+    @classmethod
+    def read(cls, path: str | Path, needed: Sequence[int]) -> Strips:
+        arrays, attrs = read_zarr(path)
+        units = [int(u) for u in arrays["unit"]]
+        missing = sorted(set(needed) - set(units))
+        if missing:
+            raise ValueError(f"{path}: no strip of unit {missing[0]}; the strips were made with other report settings")
+        return cls(
+            units=units,
+            images=arrays["images"],
+            values=arrays["values"],
+            co_change=arrays["co_change"],
+            classes=arrays["class"],
+            parts=arrays.get("parts"),
+            part_names=list(attrs.get("part_names", [])),
+            segmenter=attrs.get("segmenter"),
+        )
+
+    def position(self, unit: int) -> int:
+        return self.units.index(unit)
+
+    def write_images(self, folder: Path) -> dict[int, Thumbnail]:
+        """Each unit's strip as ``u{unit}.png``, with its part outlines as ``u{unit}.parts.png``."""
+        thumbnails = {}
+        for position, unit in enumerate(self.units):
+            strip = thumbnail(self.images[position])
+            (folder / f"u{unit}.png").write_bytes(strip.png)
+            if self.parts is not None:
+                (folder / f"u{unit}.parts.png").write_bytes(part_outlines(self.parts[position]).png)
+            thumbnails[unit] = strip
+        return thumbnails
 
 
 @dataclass
@@ -152,7 +195,8 @@ class _Context:
     concepts: pd.DataFrame
     summary: pd.DataFrame  # indexed by unit
     ranges: pd.DataFrame  # indexed by unit
-    sweeps: dict[int, UnitSweep]
+    strips: Strips
+    thumbnails: dict[int, Thumbnail]
     pages: set[int]
     strip_caption: str
     names: Callable[[Any], str]
@@ -166,125 +210,72 @@ class _Context:
         value = self.summary["unique_measure"].get(unit)
         return value if isinstance(value, str) else ""
 
-    def unit_link(self, unit: int, root: str) -> Raw:
+    def unit_link(self, unit: int, root: str) -> Link | str:
         text = f"unit {unit}"
-        return link(f"{root}units/{unit}.html", text) if unit in self.pages else Raw(text)
+        return Link(f"{root}units/{unit}.html", text) if unit in self.pages else text
 
-    def strip(self, unit: int, root: str, tile: int) -> Raw:
-        """The unit's strip, shown with each image ``tile`` CSS pixels high."""
-        width = self.sweeps[unit].strip.display_width(tile)
-        return image(f"{root}img/strips/u{unit}.png", f"tuning strip of unit {unit}", width=width)
-
-
-def rank_units(concepts: pd.DataFrame) -> list[int]:
-    """Units with selective measures first, each group by decreasing largest |effect|, ties by id."""
-    strength = concepts.assign(
-        magnitude=concepts["effect"].abs().fillna(0.0),
-        selective_magnitude=concepts["effect"].abs().where(concepts["selective"], 0.0),
-    )
-    per_unit = strength.groupby("unit").agg(selective=("selective_magnitude", "max"), any=("magnitude", "max"))
-    order = per_unit.reset_index().sort_values(
-        ["selective", "any", "unit"], ascending=[False, False, True], kind="stable"
-    )
-    return [int(u) for u in order["unit"]]
+    def strip(self, unit: int, root: str, tile: int, outlines: bool = False) -> dict[str, Any]:
+        """The unit's strip shown with each image ``tile`` CSS pixels high; with ``outlines``, and
+        when the run has part maps, the part outlines over it."""
+        width = self.thumbnails[unit].display_width(tile)
+        return {
+            "picture": Picture(f"{root}img/strips/u{unit}.png", f"tuning strip of unit {unit}", width=width),
+            "outlines": Picture(f"{root}img/strips/u{unit}.parts.png", f"part outlines of unit {unit}", width=width)
+            if outlines and self.strips.parts is not None
+            else None,
+        }
 
 
-def measure_order(concepts: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(concepts["measure"]))
-
-
-def top_units_for(concepts: pd.DataFrame, measure: str, count: int) -> list[int]:
-    """The ``count`` units with the largest |effect| on ``measure``, selective ones first."""
-    rows = concepts[concepts["measure"] == measure].assign(magnitude=lambda f: f["effect"].abs())
-    rows = rows.dropna(subset=["magnitude"]).sort_values(["selective", "magnitude"], ascending=False, kind="stable")
-    return [int(u) for u in rows["unit"].head(count)]
-
-
-def slug(measure: str) -> str:
-    """A file name for a measure (``part:ear.hue`` -> ``part_ear.hue``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", measure)
-
-
-def index_page(
-    site: Path,
+def index_values(
     run: Path,
     metrics: Mapping[str, Any],
     context: _Context,
+    counts: pd.DataFrame,
     ranked: Sequence[int],
-    validation_path: str | Path | None,
-    segmentation_path: str | Path | None = None,
-) -> str:
+    validation: Mapping[str, Any] | None,
+    planted: pd.DataFrame,
+    factors_path: Path,
+) -> dict[str, Any]:
     concepts = context.concepts
-    counts = selective_counts(concepts)
-    figures.effect_histograms(concepts, site / "img/figures/effects.png")
-    n_units = concepts["unit"].nunique()
-    n_selective_units = len(context.selective_measures)
-    if n_selective_units:
-        figures.selective_counts_chart(counts, site / "img/figures/selective_counts.png")
-
-    body = [
-        f"<h1>What the units of run {pages.cell_html(run.name)} encode</h1>",
-        pages.facts(
-            {
-                "units tested": n_units,
-                "units selective for at least one measure": n_selective_units,
-                "measures": concepts["measure"].nunique(),
-                "unit pages": len(context.pages),
-            }
-        ),
-        f"<p class='note'>Regions: {html.escape(region_source(segmentation_path))}.</p>",
-        "<h2>Link quality</h2>",
-        "<p class='note'>The link maps classifier activations r to generator latents w. Held-out samples were "
-        "not used to fit it. The cycle renders the linked latent and classifies it again.</p>",
-        link_table(metrics),
-        "<h2>Two labels per unit</h2>",
-        f"<p class='note'>{TWO_LABELS_NOTE}</p>",
-        "<h2>Selective units per measure</h2>",
-        "<p class='note'>A unit is selective for a measure when its effect beats both null controls "
-        "(random directions, as they are or distance in w for distance, and re-rendering), its link column "
-        "is more than fitting noise, after Benjamini–Hochberg correction, and the effect is large enough.</p>",
-        "<div class='row'>",
-        table(
-            ["measure", "selective", "of units", "increase", "decrease"],
-            (
-                (link(f"measures/{slug(m)}.html", m), s, f"{f:.0%}", i, d)
-                for m, s, f, i, d in counts[["measure", "selective", "fraction", "increase", "decrease"]].itertuples(
-                    index=False
-                )
-            ),
-            numeric=(False, True, True, True, True),
-        ),
-        str(image("img/figures/selective_counts.png", "selective units per measure", lazy=False))
-        if n_selective_units
-        else "<p class='note'>No unit is selective for any measure.</p>",
-        "</div>",
-        "<h2>Effects over units</h2>",
-        "<p class='note'>Per measure, the distribution of the units' effects (in spreads of random directions, "
-        "as they are or per unit of distance in w, whichever tests stronger); "
-        "selective units in dark blue.</p>",
-        str(image("img/figures/effects.png", "histograms of effects per measure", lazy=False)),
-        validation_section(site, validation_path, context) if validation_path else "",
-        "<h2 id='units'>Units</h2>",
-        pages.unit_filter(measure_order(concepts)),
-        "<p class='note'>Strongest units first: those with selective measures, by their largest effect.</p>",
-        unit_table(context, ranked),
-    ]
-    return pages.layout("Unit report", "".join(body), root="", active="index.html", script=pages.FILTER_SCRIPT)
+    part_labels = part_label_values(context)
+    return {
+        "run": run.name,
+        "facts": {
+            "units tested": concepts["unit"].nunique(),
+            "units selective for at least one measure": len(context.selective_measures),
+            "measures": concepts["measure"].nunique(),
+            "unit pages": len(context.pages),
+        },
+        "regions": region_source(context.strips),
+        "link": link_values(metrics),
+        "selective_rows": [
+            (Link(f"measures/{slug(m)}.html", m), s, f"{f:.0%}", i, d)
+            for m, s, f, i, d in counts[["measure", "selective", "fraction", "increase", "decrease"]].itertuples(
+                index=False
+            )
+        ],
+        "any_selective": bool(context.selective_measures),
+        "part_labels": part_labels if _has_parts(concepts) or any(part_labels.values()) else None,
+        "validation": validation_values(validation, planted, context) if validation is not None else None,
+        "manifest": manifest_values(validation),
+        "factors": factor_values(factors_path, context),
+        "measures": measure_order(concepts),
+        "units": unit_rows(context, ranked),
+    }
 
 
-def region_source(segmentation_path: str | Path | None) -> str:
+def region_source(strips: Strips) -> str:
     """Where the measured regions came from: a part segmenter on the generator, or the classifier's saliency."""
-    if not segmentation_path:
+    if strips.segmenter is None:
         return "the object from the classifier's saliency (no segmentation configured)"
-    from pipeline.segmentation import load_pixel_classifier
-
-    _, parts, record = load_pixel_classifier(segmentation_path)
+    record = strips.segmenter
     iou = record.get("mean_iou")
     score = "no held-out renders" if iou is None else f"held-out mean IoU {iou:.2f} on {record['held_out']} renders"
-    return f"parts {', '.join(parts)} from the generator's features (K = {record['train']} labelled renders; {score})"
+    parts = ", ".join(strips.part_names)
+    return f"parts {parts} from the generator's features (K = {record['train']} labelled renders; {score})"
 
 
-def link_table(metrics: Mapping[str, Any]) -> str:
+def link_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
     has_mlp = any(key.startswith("mlp_") for key in metrics)
     rows = []
     for key, label in LINK_METRICS:
@@ -293,50 +284,89 @@ def link_table(metrics: Mapping[str, Any]) -> str:
             row.append(metrics.get(f"mlp_{key}"))
         rows.append(row)
     header = ["metric", "linear (ridge)"] + (["MLP"] if has_mlp else [])
-    note = f"<p class='note'>Ridge alpha {fmt(metrics.get('alpha'))} ({metrics.get('alpha_source', 'config')}); "
-    note += f"{fmt(metrics.get('n_train'))} training and {fmt(metrics.get('n_test'))} held-out samples.</p>"
-    return table(header, rows, numeric=[False] + [True] * (len(header) - 1)) + note
+    return {
+        "header": header,
+        "rows": rows,
+        "numeric": [False] + [True] * (len(header) - 1),
+        "alpha": metrics.get("alpha"),
+        "alpha_source": metrics.get("alpha_source", "config"),
+        "n_train": metrics.get("n_train"),
+        "n_test": metrics.get("n_test"),
+    }
 
 
-TWO_LABELS_NOTE = (
-    "Every unit gets two labels. Its unique label comes from sweeping the unit alone with the rest of the "
-    "layer held, as in the paper: what it adds beyond the other units, given only where the sweep moves its "
-    "own re-encoded activation. Its tuning label comes from natural samples: the measure its activation "
-    "follows most closely within each class, whether or not other units carry the same."
-)
+def _has_parts(concepts: pd.DataFrame) -> bool:
+    return bool(concepts["measure"].str.startswith(PART_PREFIX).any())
 
 
-def validation_section(site: Path, path: str | Path, context: _Context) -> str:
+def part_label_values(context: _Context) -> dict[str, list[tuple]]:
+    """Per label (unique, tuning), the units whose label is a part measure, strongest first."""
+    summary = context.summary
+    galleries = set(context.concepts["measure"])
+    labelled = {}
+    for label, strength in (("unique", "unique_effect"), ("tuning", "tuning_association")):
+        column = f"{label}_measure"
+        if column not in summary:
+            labelled[label] = []
+            continue
+        measures = summary[column]
+        units = summary.index[measures.fillna("").astype(str).str.startswith(PART_PREFIX)]
+        order = sorted(units, key=lambda u: (-abs(_optional_value(summary, u, strength) or 0.0), int(u)))
+        labelled[label] = [
+            (
+                context.unit_link(int(u), ""),
+                Link(f"measures/{slug(summary.at[u, column])}.html", label_text(summary, u, label))
+                if summary.at[u, column] in galleries
+                else label_text(summary, u, label),
+                _optional_value(summary, u, strength),
+            )
+            for u in order
+        ]
+    return labelled
+
+
+def manifest_values(validation: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """The figures of the labels against the world's manifest that ``validation`` has."""
+    if not validation:
+        return []
+    return [(text, validation[key]) for key, text in MANIFEST_FIGURES if key in validation]
+
+
+def factor_values(path: Path, context: _Context) -> dict[str, Any] | None:
+    """The table of how the layer encodes each factor of the world, when the run wrote one."""
+    if not path.exists():
+        return None
+    table = read_parquet(path)
+    columns = [c for c in FACTOR_ENCODING_COLUMNS if c in table.columns]
+    return {
+        "header": [c.replace("_", " ").replace("r2", "R²") for c in columns],
+        "rows": [
+            [context.unit_link(int(v), "") if c == "best_unit" and _is_unit(v) else v for c, v in row.items()]
+            for row in table[columns].to_dict("records")
+        ],
+        "numeric": [c not in ("factor", "kind") for c in columns],
+    }
+
+
+def _is_unit(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and not np.isfinite(value))
+
+
+def validation_values(validation: Mapping[str, Any], planted: pd.DataFrame, context: _Context) -> dict[str, Any]:
     """Ground truth from a ``validation.json`` (see :func:`pipeline.validation.score_validation`).
 
     Its scalar figures as a table, marked as a development set where the statistics were
     developed on it; its per-unit rows (planted unit, true measure, both labels) as a
     figure of hits per true measure and a table.
     """
-    validation = read_json(path)
-    scalars = {k: v for k, v in validation.items() if not isinstance(v, (list, dict))}
-    if validation.get("development_set"):
-        heading = f"Validation on planted units (development set {pages.cell_html(validation.get('function_set'))})"
-        caveat = (
-            "The statistics were developed on this planted set, so these figures are not a held-back estimate "
-            "of how well they label units. "
-        )
-    else:
-        heading = f"Validation on planted units (held-back set {pages.cell_html(validation.get('function_set'))})"
-        caveat = ""
-    parts = [
-        f"<h2>{heading}</h2>",
-        f"<p class='note'>{caveat}Planted units are known functions of the image; null units are noise. "
-        "Precision and recall are those of each label against the planted function's dominant statistic; "
-        "the null false-positive rate is the share of null-unit tests that came out selective (per test, "
-        "not a false discovery rate).</p>",
-        table(["figure", "value"], scalars.items(), numeric=[False, True]),
-    ]
-    planted = pd.DataFrame(validation.get("units") or [])
-    if not planted.empty:
-        figures.validation_hits(planted, site / "img/figures/validation.png")
-        parts.append(str(image("img/figures/validation.png", "planted units per true measure", lazy=False)))
-        rows = [
+    manifest_keys = {key for key, _ in MANIFEST_FIGURES}
+    return {
+        "development": bool(validation.get("development_set")),
+        "function_set": validation.get("function_set"),
+        "scalars": [
+            (k, v) for k, v in validation.items() if not isinstance(v, (list, dict)) and k not in manifest_keys
+        ],
+        "planted": [
             (
                 context.unit_link(int(r["unit"]), ""),
                 r["truth"],
@@ -346,15 +376,12 @@ def validation_section(site: Path, path: str | Path, context: _Context) -> str:
                 _verdict(r.get("tuning_correct")),
             )
             for r in planted.to_dict("records")
-        ]
-        parts.append(
-            table(["planted unit", "true measure", "unique label", "correct", "tuning label", "correct"], rows)
-        )
-    return "".join(parts)
+        ],
+    }
 
 
-def _verdict(correct: Any) -> Raw:
-    return badge("yes", "yes") if correct else badge("no", "no")
+def _verdict(correct: Any) -> Badge:
+    return Badge("yes", "yes") if correct else Badge("no", "no")
 
 
 def label_text(summary: pd.DataFrame, unit: int, label: str) -> str:
@@ -369,40 +396,28 @@ def label_text(summary: pd.DataFrame, unit: int, label: str) -> str:
     return f"none ({gate})" if isinstance(gate, str) else "none"
 
 
-def unit_table(context: _Context, ranked: Sequence[int]) -> str:
+def unit_rows(context: _Context, ranked: Sequence[int]) -> list[dict[str, Any]]:
     summary = context.summary
-    rows, attributes = [], []
+    rows = []
     for unit in ranked:
         measures = context.selective_measures.get(unit, [])
         rows.append(
-            [
-                context.unit_link(unit, ""),
-                label_text(summary, unit, "unique"),
-                _summary_value(summary, unit, "unique_effect"),
-                label_text(summary, unit, "tuning"),
-                _summary_value(summary, unit, "tuning_association"),
-                len(measures),
-                _summary_value(summary, unit, "slope"),
-                _summary_value(summary, unit, "redundancy_r2"),
-            ]
+            {
+                "unit": unit,
+                "concepts": " ".join(measures).lower(),
+                "cells": [
+                    context.unit_link(unit, ""),
+                    label_text(summary, unit, "unique"),
+                    _summary_value(summary, unit, "unique_effect"),
+                    label_text(summary, unit, "tuning"),
+                    _summary_value(summary, unit, "tuning_association"),
+                    len(measures),
+                    _summary_value(summary, unit, "slope"),
+                    _summary_value(summary, unit, "redundancy_r2"),
+                ],
+            }
         )
-        attributes.append(pages.unit_rows_attrs(unit, measures))
-    return table(
-        [
-            "unit",
-            "unique label",
-            "effect",
-            "tuning label",
-            "association",
-            "selective measures",
-            "control slope",
-            "redundancy R²",
-        ],
-        rows,
-        numeric=(False, False, True, False, True, True, True, True),
-        attrs="id='unit-table'",
-        row_attrs=attributes,
-    )
+    return rows
 
 
 def _class_range(rows: pd.DataFrame) -> str:
@@ -428,99 +443,79 @@ def _summary_value(summary: pd.DataFrame, unit: int, column: str) -> float | Non
     return None if pd.isna(value) else float(value)
 
 
-def measures_page(concepts: pd.DataFrame, galleries: Mapping[str, list[int]]) -> str:
-    counts = selective_counts(concepts).set_index("measure")
-    rows = [(link(f"measures/{slug(m)}.html", m), counts.at[m, "selective"], counts.at[m, "units"]) for m in galleries]
-    body = "<h1>Measures</h1>" + table(
-        ["measure", "selective units", "units tested"], rows, numeric=(False, True, True)
-    )
-    return pages.layout("Measures", body, root="", active="measures.html")
+def measure_rows(counts: pd.DataFrame, galleries: Mapping[str, list[int]]) -> list[tuple]:
+    counts = counts.set_index("measure")
+    return [(Link(f"measures/{slug(m)}.html", m), counts.at[m, "selective"], counts.at[m, "units"]) for m in galleries]
 
 
-def gallery_page(measure: str, units: Sequence[int], context: _Context) -> str:
+def gallery_values(measure: str, units: Sequence[int], context: _Context) -> dict[str, Any]:
     rows = context.concepts[context.concepts["measure"] == measure].set_index("unit")
     cards = []
     for unit in units:
         row = rows.loc[unit]
-        verdict = badge("selective", "yes") if row["selective"] else badge("not selective")
         cards.append(
-            "<div class='card'>"
-            f"<h3>{context.unit_link(unit, '../')} {verdict}</h3>"
-            f"<div class='muted'>effect {fmt(float(row['effect']))} "
-            f"[{fmt(float(row['ci_low']))}, {fmt(float(row['ci_high']))}], q = {fmt(float(row['q']))}</div>"
-            f"{context.strip(unit, '../', GALLERY_TILE)}</div>"
+            {
+                "unit": context.unit_link(unit, "../"),
+                "verdict": Badge("selective", "yes") if row["selective"] else Badge("not selective"),
+                "effect": float(row["effect"]),
+                "ci": (float(row["ci_low"]), float(row["ci_high"])),
+                "q": float(row["q"]),
+                "strip": context.strip(unit, "../", GALLERY_TILE),
+            }
         )
-    body = (
-        f"<h1>{pages.cell_html(measure)}</h1>"
-        f"<p class='note'>The {len(units)} units with the largest |effect| on {pages.cell_html(measure)}. "
-        f"{pages.cell_html(context.strip_caption)}; columns: the unit's activation from low to high.</p>"
-        f"<div class='cards'>{''.join(cards)}</div>"
-    )
-    return pages.layout(measure, body, root="../", active="measures.html")
+    return {"measure": measure, "caption": context.strip_caption, "cards": cards}
 
 
-def unit_page(unit: int, context: _Context, changes: pd.DataFrame, neighbours: tuple[int | None, int | None]) -> str:
+def unit_values(
+    unit: int, context: _Context, changes: pd.DataFrame, neighbours: tuple[int | None, int | None]
+) -> dict[str, Any]:
     rows = context.concepts[context.concepts["unit"] == unit]
     rows = rows.assign(magnitude=rows["effect"].abs()).sort_values("magnitude", ascending=False, na_position="last")
     top = context.top_concept(unit)
+    summary = context.summary
     known = {
-        "unique label": link(f"../measures/{slug(top)}.html", label_text(context.summary, unit, "unique"))
+        "unique label": Link(f"../measures/{slug(top)}.html", label_text(summary, unit, "unique"))
         if top
-        else label_text(context.summary, unit, "unique"),
-        "unique effect": _summary_value(context.summary, unit, "unique_effect"),
-        "unique q": _optional_value(context.summary, unit, "unique_q"),
-        "unique label decided by": _optional_text(context.summary, unit, "unique_gate"),
-        "tuning label": label_text(context.summary, unit, "tuning"),
-        "tuning association": _optional_value(context.summary, unit, "tuning_association"),
-        "tuning q": _optional_value(context.summary, unit, "tuning_q"),
-        "tuning label decided by": _optional_text(context.summary, unit, "tuning_gate"),
-        "redundancy R²": _optional_value(context.summary, unit, "redundancy_r2"),
+        else label_text(summary, unit, "unique"),
+        "unique effect": _summary_value(summary, unit, "unique_effect"),
+        "unique q": _optional_value(summary, unit, "unique_q"),
+        "unique label decided by": _optional_text(summary, unit, "unique_gate"),
+        "tuning label": label_text(summary, unit, "tuning"),
+        "tuning association": _optional_value(summary, unit, "tuning_association"),
+        "tuning q": _optional_value(summary, unit, "tuning_q"),
+        "tuning label decided by": _optional_text(summary, unit, "tuning_gate"),
+        "redundancy R²": _optional_value(summary, unit, "redundancy_r2"),
         "per-class effects of the strongest measure": _class_range(rows),
         "selective measures": len(context.selective_measures.get(unit, [])),
-        **{field.replace("_", " "): _summary_value(context.summary, unit, field) for field in SUMMARY_FIELDS},
+        **{name.replace("_", " "): _summary_value(summary, unit, name) for name in SUMMARY_FIELDS},
     }
     low, high = (fmt(float(context.ranges.at[unit, end])) for end in ("low", "high"))
     known["range swept"] = f"{low} to {high}"
-    values = ", ".join(fmt(float(v)) for v in context.sweeps[unit].values)
-    body = [
-        f"<h1>Unit {unit}</h1>",
-        _neighbour_links(neighbours),
-        facts(known),
-        "<h2>Tuning strip</h2>",
-        str(context.strip(unit, "../", UNIT_PAGE_TILE)),
-        f"<p class='note'>{pages.cell_html(context.strip_caption)}. Columns: the unit set to {values}.</p>",
-        "<h2>Measure changes</h2>",
-        "<p class='note'>Effect of sweeping the unit on each image measure, with the bootstrap 95% CI; "
-        "selective measures in dark blue.</p>",
-        svg.effect_bars(
+    position = context.strips.position(unit)
+    strips = context.strips
+    return {
+        "unit": unit,
+        "neighbours": neighbours,
+        "facts": known,
+        "strip": context.strip(unit, "../", UNIT_PAGE_TILE, outlines=True),
+        "parts": [(name, OUTLINE_PALETTE[k % len(OUTLINE_PALETTE)]) for k, name in enumerate(strips.part_names)]
+        if strips.parts is not None
+        else [],
+        "caption": context.strip_caption,
+        "values": ", ".join(fmt(float(v)) for v in strips.values[position]),
+        "effects": svg.effect_bars(
             list(rows["measure"]),
             rows["effect"].to_numpy(),
             rows["ci_low"].to_numpy(),
             rows["ci_high"].to_numpy(),
             rows["selective"].to_numpy(dtype=bool),
         ),
-        "<h2>Controllability</h2>",
-        "<p class='note'>The re-encoded activation of the unit against the requested one, per probe sample; "
-        "the dashed line is perfect control.</p>",
-        response_plot(changes, context),
-        "<h2>Co-changing units</h2>",
-        co_changing_table(unit, context),
-    ]
-    return pages.layout(f"Unit {unit}", "".join(body), root="../")
+        "response": response_values(changes, context),
+        "co_changing": co_changing_values(unit, context),
+    }
 
 
-def _neighbour_links(neighbours: tuple[int | None, int | None]) -> str:
-    previous, following = neighbours
-    parts = []
-    if previous is not None:
-        parts.append(f"<a href='{previous}.html'>← unit {previous}</a>")
-    parts.append("<a href='../index.html#units'>all units</a>")
-    if following is not None:
-        parts.append(f"<a href='{following}.html'>unit {following} →</a>")
-    return "<p>" + " · ".join(parts) + "</p>"
-
-
-def response_plot(changes: pd.DataFrame, context: _Context) -> str:
+def response_values(changes: pd.DataFrame, context: _Context) -> svg.Lines:
     frame = changes.sort_values(["sample", "step"])
     samples = frame["sample"].drop_duplicates().head(RESPONSE_SAMPLES).tolist()
     frame = frame[frame["sample"].isin(samples)]
@@ -531,105 +526,73 @@ def response_plot(changes: pd.DataFrame, context: _Context) -> str:
     return svg.response_lines(requested, achieved, labels)
 
 
-def co_changing_table(unit: int, context: _Context) -> str:
-    change = context.sweeps[unit].co_change.copy()
+def co_changing_values(unit: int, context: _Context) -> dict[str, Any]:
+    change = context.strips.co_change[context.strips.position(unit)].astype(np.float64)
     own = change[unit]
     change[unit] = np.nan
     order = np.argsort(-np.nan_to_num(np.abs(change), nan=-1.0), kind="stable")[:CO_CHANGING_UNITS]
     rows = [(context.unit_link(int(u), "../"), float(change[u]), context.top_concept(int(u)) or "–") for u in order]
-    note = (
-        "<p class='note'>Mean change of other units' re-encoded activations from the first to the last step of the "
-        f"sweep, in standard deviations over probe samples. The unit itself moved {fmt(float(own))}.</p>"
-    )
-    return note + table(["unit", "change (std)", "top concept"], rows, numeric=(False, True, False))
+    return {"own": float(own), "rows": rows}
 
 
-def counterfactual_page(site: Path, run: Path, context: _Context, examples: int) -> str:
+def counterfactual_values(site: Path, run: Path, context: _Context, examples: int) -> dict[str, Any]:
     folder = run / "counterfactuals"
     if not (folder / "summary.json").exists():
-        body = (
-            "<h1>Counterfactuals</h1><p class='note'>This run computed no counterfactuals "
-            "(config key <code>counterfactuals.pairs</code>).</p>"
-        )
-        return pages.layout("Counterfactuals", body, root="", active="counterfactuals.html")
+        return {"summary": None}
     summary = read_json(folder / "summary.json")
     movement = read_parquet(folder / "summary.parquet")
     carriers = read_parquet(folder / "summary_units.parquet")
     names = context.names
     method = summary["method"]
-    body = [
-        "<h1>Counterfactuals</h1>",
-        f"<p class='note'>For held-out samples of the origin class, the <em>{pages.cell_html(method)}</em> search "
-        f"({COUNTERFACTUAL_METHODS.get(method, method)}) looks for a shift of the sample's activations whose "
-        "render the classifier calls the target class. A flip is judged on the re-encoded render. It counts as in "
-        "the generator's domain when its latent is no farther from the training latents' mean, in their standard "
-        "deviations, than 99% of them: a flip outside it is a render the generator was never trained to make, "
-        "which the classifier may call anything.</p>",
-        "<h2>Methods side by side</h2>",
-        method_comparison_table(summary["methods"]),
-        f"<h2>{pages.cell_html(method)}: per pair</h2>",
-        table(
-            [
-                "origin → target",
-                "samples",
-                "flipped",
-                "flipped in domain",
-                "median steps",
-                "median shift (Mahalanobis)",
-                "median latent distance (domain)",
-                "mean p(target)",
-                "ground truth",
-            ],
-            (
-                (
-                    link(f"#pair-{p['origin']}-{p['target']}", f"{names(p['origin'])} → {names(p['target'])}"),
-                    p["n"],
-                    f"{p['success_rate']:.0%}",
-                    f"{p['success_in_domain_rate']:.0%}",
-                    p["median_steps"],
-                    p["median_shift_mahalanobis"],
-                    f"{p['median_latent_distance']:.1f} ({p['latent_domain_radius']:.1f})",
-                    p["mean_prob_target"],
-                    None if p["ground_truth_share"] is None else f"{p['ground_truth_share']:.0%}",
-                )
-                for p in summary["pairs"]
-            ),
-            numeric=(False, True, True, True, True, True, True, True, True),
-        ),
-        f"<p class='note'>Ground truth: {pages.cell_html(summary['ground_truth'])}. Where a world has a manifest of "
-        "the factors that separate its classes, the column gives the share of the moved measures (below) that "
-        "read such a factor and move toward the target's values.</p>",
-    ]
+    pairs = []
     for pair in summary["pairs"]:
         origin, target = pair["origin"], pair["target"]
-        body.append(
-            f"<h2 id='pair-{origin}-{target}'>{pages.cell_html(names(origin))} → {pages.cell_html(names(target))}</h2>"
-        )
         in_pair = (movement["origin"] == origin) & (movement["target"] == target)
-        body.append("<h3>Measures that change</h3>")
-        body.append(concept_movement_table(movement[in_pair].head(CONCEPT_MOVEMENT_ROWS), context))
-        body.append("<h3>Units that carry the shift</h3>")
-        body.append(
-            shift_units_table(carriers[(carriers["origin"] == origin) & (carriers["target"] == target)], context)
+        pairs.append(
+            {
+                "origin": origin,
+                "target": target,
+                "title": f"{names(origin)} → {names(target)}",
+                "origin_name": names(origin),
+                "target_name": names(target),
+                "row": pair,
+                "movement": concept_movement_values(movement[in_pair].head(CONCEPT_MOVEMENT_ROWS), context),
+                "carriers": shift_unit_rows(
+                    carriers[(carriers["origin"] == origin) & (carriers["target"] == target)], context
+                ),
+                "cards": counterfactual_cards(site, folder, origin, target, examples, context),
+            }
         )
-        body.append(counterfactual_gallery(site, folder, origin, target, examples, context))
-    return pages.layout("Counterfactuals", "".join(body), root="", active="counterfactuals.html")
+    return {
+        "summary": summary,
+        "method": method,
+        "method_text": COUNTERFACTUAL_METHODS.get(method, method),
+        "method_rows": method_rows(summary["methods"]),
+        "pair_rows": [
+            (
+                Link(f"#pair-{p['origin']}-{p['target']}", f"{names(p['origin'])} → {names(p['target'])}"),
+                p["n"],
+                percent(p["success_rate"]),
+                percent(p["success_in_domain_rate"]),
+                p["median_steps"],
+                p["median_shift_mahalanobis"],
+                f"{p['median_latent_distance']:.1f} ({p['latent_domain_radius']:.1f})",
+                p["mean_prob_target"],
+                None if p["ground_truth_share"] is None else percent(p["ground_truth_share"]),
+            )
+            for p in summary["pairs"]
+        ],
+        "pairs": pairs,
+    }
 
 
-COUNTERFACTUAL_METHODS = {
-    "mahalanobis": "the smallest shift under a Gaussian prior of the training activations, its length found by "
-    "rendering and re-encoding",
-    "paper": "the paper's gradient search on the head's logits with a latent cosine term",
-}
-
-
-def method_comparison_table(methods: Sequence[Mapping[str, Any]]) -> str:
-    rows = [
+def method_rows(methods: Sequence[Mapping[str, Any]]) -> list[tuple]:
+    return [
         (
             m["method"],
             m["n"],
-            None if m["success_rate"] is None else f"{m['success_rate']:.0%}",
-            None if m["success_in_domain_rate"] is None else f"{m['success_in_domain_rate']:.0%}",
+            None if m["success_rate"] is None else percent(m["success_rate"]),
+            None if m["success_in_domain_rate"] is None else percent(m["success_in_domain_rate"]),
             m["median_latent_distance"],
             " · ".join(
                 f"{p['origin']}→{p['target']} {p['success_in_domain_rate']:.0%}, {p['median_latent_distance']:.1f}"
@@ -638,36 +601,19 @@ def method_comparison_table(methods: Sequence[Mapping[str, Any]]) -> str:
         )
         for m in methods
     ]
-    note = (
-        "<p class='note'>Every method searched the same samples. <em>Flipped</em>: the re-encoded render is "
-        "classified as the target; <em>in domain</em>: flipped with the latent in the generator's domain; the "
-        "median latent distance is in the training latents' standard deviations, over all samples.</p>"
-    )
-    return note + table(
-        [
-            "method",
-            "samples",
-            "flipped",
-            "flipped in domain",
-            "median latent distance",
-            "per pair: in domain, distance",
-        ],
-        rows,
-        numeric=(False, True, True, True, True, False),
-    )
 
 
-def concept_movement_table(moved: pd.DataFrame, context: _Context) -> str:
+def concept_movement_values(moved: pd.DataFrame, context: _Context) -> dict[str, Any] | None:
     if moved.empty or moved["n_success"].iloc[0] == 0:
-        return "<p class='note'>No sample flipped, so no concept is attributed.</p>"
+        return None
     galleries = set(context.concepts["measure"])
-    with_truth = moved["expected_sign"].notna().any()
+    with_truth = bool(moved["expected_sign"].notna().any())
     rows = [
         (
-            link(f"measures/{slug(r.measure)}.html", r.measure) if r.measure in galleries else r.measure,
+            Link(f"measures/{slug(r.measure)}.html", r.measure) if r.measure in galleries else r.measure,
             f"{fmt(r.image_change)} [{fmt(r.image_ci_low)}, {fmt(r.image_ci_high)}]",
             r.image_effect,
-            badge("moved", "yes") if r.moved else "",
+            Badge("moved", "yes") if r.moved else "",
             f"{r.consistency:.0%}" if np.isfinite(r.consistency) else None,
             f"{r.unit_share:.0%}",
             r.unit_direction,
@@ -675,39 +621,24 @@ def concept_movement_table(moved: pd.DataFrame, context: _Context) -> str:
         )
         for r in moved.itertuples(index=False)
     ]
-    note = (
-        "<p class='note'>What changes from the original to the counterfactual, over the successful samples: the "
-        "mean change of each image measure with its bootstrap 95% CI over samples, the standardised effect (mean "
-        "over standard deviation), and the share of samples changing in that direction. <em>Moved</em>: among the "
-        "largest |effect| of the measures whose CI excludes 0. <em>Unit share</em> is the share of the "
-        "most-shifted units whose top concept is the measure; <em>unit direction</em> is +1 when they all push "
-        "the measure up.</p>"
-    )
     header = ["measure", "change [95% CI]", "effect", "moved", "consistent", "unit share", "unit direction"]
     header += ["vs. the target's factors"] if with_truth else []
-    return note + table(header, rows, numeric=(False, True, True, False, True, True, True, False)[: len(header)])
+    numeric = (False, True, True, False, True, True, True, False)[: len(header)]
+    return {"header": header, "rows": rows, "numeric": numeric}
 
 
-def shift_units_table(carriers: pd.DataFrame, context: _Context) -> str:
-    if carriers.empty:
-        return "<p class='note'>No sample flipped, so no unit is attributed.</p>"
-    rows = [
+def shift_unit_rows(carriers: pd.DataFrame, context: _Context) -> list[tuple]:
+    return [
         (context.unit_link(int(r.unit), ""), f"{r.mean_share:.1%}", r.n_top, r.unique_measure or "–")
         for r in carriers.itertuples(index=False)
     ]
-    note = (
-        "<p class='note'>Each unit's share of the squared shift (measured per unit in standard deviations over "
-        "the accepted samples), averaged over the successful samples, and in how many of them it is among the "
-        "most-shifted units.</p>"
-    )
-    header = ["unit", "mean share", "samples with it on top", "top concept"]
-    return note + table(header, rows, numeric=(False, True, True, False))
 
 
-def counterfactual_gallery(site: Path, folder: Path, origin: int, target: int, examples: int, context: _Context) -> str:
+def counterfactual_cards(
+    site: Path, folder: Path, origin: int, target: int, examples: int, context: _Context
+) -> list[dict[str, Any]]:
     samples = read_parquet(folder / f"{origin}-{target}.parquet").head(examples)
     arrays, _ = read_zarr(folder / f"{origin}-{target}.zarr", ["original", "counterfactual"])
-    names = context.names
     cards = []
     for k, row in enumerate(samples.itertuples(index=False)):
         original, counterfactual = arrays["original"][k], arrays["counterfactual"][k]
@@ -716,30 +647,27 @@ def counterfactual_gallery(site: Path, folder: Path, origin: int, target: int, e
         )
         name = f"{origin}-{target}-{k}.png"
         (site / "img/counterfactuals" / name).write_bytes(triple.png)
-        top = ", ".join(
-            f"{context.unit_link(int(u), '')} ({share:.1%}, {fmt(float(c))}{' · ' + pages.cell_html(t) if t else ''})"
-            for u, share, c, t in zip(row.top_units, row.top_shares, row.top_changes, row.top_concepts, strict=True)
-        )
-        outcome = badge("flipped", "yes") if row.success else badge("not flipped", "no")
-        domain = "" if row.in_domain else " " + badge("latent outside the domain", "no")
-        alt = f"sample {row.sample}: original, counterfactual, difference"
         cards.append(
-            "<div class='card'>"
-            f"<h3>sample {row.sample} {outcome}{domain}</h3>"
-            f"{image(f'img/counterfactuals/{name}', alt, width=triple.display_width(COUNTERFACTUAL_TILE))}"
-            f"<div class='muted'>original · counterfactual · difference</div>"
-            f"<div>p({pages.cell_html(names(origin))}) {_change(row.start_prob_origin, row.prob_origin)}, "
-            f"p({pages.cell_html(names(target))}) {_change(row.start_prob_target, row.prob_target)}</div>"
-            f"<div>{row.steps} steps, shift L2 {fmt(float(row.shift_l2))}, Mahalanobis "
-            f"{fmt(float(row.shift_mahalanobis))}, latent distance {fmt(float(row.latent_distance))}</div>"
-            f"<div>units carrying the shift (share, change in std): {top}</div>"
-            "</div>"
+            {
+                "row": row,
+                "picture": Picture(
+                    f"img/counterfactuals/{name}",
+                    f"sample {row.sample}: original, counterfactual, difference",
+                    width=triple.display_width(COUNTERFACTUAL_TILE),
+                ),
+                "top": [
+                    (context.unit_link(int(u), ""), share, float(c), t)
+                    for u, share, c, t in zip(
+                        row.top_units, row.top_shares, row.top_changes, row.top_concepts, strict=True
+                    )
+                ],
+                "probabilities": (
+                    (float(row.start_prob_origin), float(row.prob_origin)),
+                    (float(row.start_prob_target), float(row.prob_target)),
+                ),
+            }
         )
-    return f"<div class='cards'>{''.join(cards)}</div>"
-
-
-def _change(before: float, after: float) -> str:
-    return f"{fmt(float(before))} → {fmt(float(after))}"
+    return cards
 
 
 def _activation_changes(run: Path) -> dict[int, pd.DataFrame]:

@@ -1,22 +1,53 @@
-"""Small inline SVG plots for the per-unit pages.
+"""The geometry of the small inline SVG plots of the unit pages; ``templates/svg.html`` draws them.
 
-A report has one page per unit; drawing their plots as SVG text costs microseconds each,
-keeps every page one file, and stays sharp at any zoom. The overview figures, of which
-there are few, are drawn with matplotlib instead (see :mod:`pipeline.reporting.figures`).
+A report has one page per unit; its plots as inline SVG cost microseconds each, keep every
+page one file, and stay sharp at any zoom. The overview figures, of which there are few,
+are drawn with matplotlib instead (see :mod:`pipeline.reporting.figures`). Coordinates are
+SVG user units, rounded as they are printed.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 SELECTIVE_COLOUR = "#1f77b4"
 OTHER_COLOUR = "#b9cde0"
 LINE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-FONT = "font-family='system-ui, sans-serif' font-size='11'"
+
+
+@dataclass
+class Bars:
+    """An effect-bar chart: ``ticks`` (x, label, stroke), ``rows`` (label, y of its text, and the
+    bar and whisker of finite effects), the axis extent."""
+
+    width: int
+    height: int
+    top: int
+    axis_y: float
+    ticks: list[tuple[str, str, str]] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    label_x: int = 0
+    title_x: str = ""
+
+
+@dataclass
+class Lines:
+    """A response plot: the frame, the dashed diagonal, axis labels and one polyline per sample."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+    diagonal: str
+    low: str
+    high: str
+    lines: list[tuple[str, str, str]] = field(default_factory=list)  # (points, colour, label)
 
 
 def effect_bars(
@@ -29,7 +60,7 @@ def effect_bars(
     width: int = 560,
     row_height: int = 16,
     label_width: int = 170,
-) -> str:
+) -> Bars:
     """Horizontal bars of each measure's effect with its CI as whiskers; selective bars dark.
 
     NaN effects (a measure undefined for this unit) are listed without a bar.
@@ -43,39 +74,36 @@ def effect_bars(
     def x_of(value: float) -> float:
         return plot_left + (value + limit) / (2 * limit) * (plot_right - plot_left)
 
-    parts = [_open(width, height, "effect of the unit on each measure, with confidence intervals")]
-    for tick in (-limit, -limit / 2, 0.0, limit / 2, limit):
-        x = x_of(tick)
-        stroke = "#888" if tick == 0 else "#e4e4e4"
-        parts.append(f"<line x1='{x:.1f}' y1='{top}' x2='{x:.1f}' y2='{height - 38}' stroke='{stroke}'/>")
-        parts.append(f"<text x='{x:.1f}' y='{height - 24}' text-anchor='middle' {FONT}>{_fmt(tick)}</text>")
-    parts.append(
-        f"<text x='{(plot_left + plot_right) / 2:.1f}' y='{height - 6}' text-anchor='middle' {FONT}>"
-        "effect (spreads of random directions)</text>"
+    chart = Bars(
+        width, height, top, height - 38, label_x=label_width - 6, title_x=f"{(plot_left + plot_right) / 2:.1f}"
     )
+    for tick in (-limit, -limit / 2, 0.0, limit / 2, limit):
+        chart.ticks.append((f"{x_of(tick):.1f}", _fmt(tick), "#888" if tick == 0 else "#e4e4e4"))
     for row, name in enumerate(measures):
         y = top + row * row_height
         middle = y + row_height / 2
-        parts.append(
-            f"<text x='{label_width - 6}' y='{middle + 4:.1f}' text-anchor='end' {FONT}>{html.escape(name)}</text>"
-        )
-        if not math.isfinite(effect[row]):
-            continue
-        left, right = sorted((x_of(0.0), x_of(float(np.clip(effect[row], -limit, limit)))))
-        colour = SELECTIVE_COLOUR if selective[row] else OTHER_COLOUR
-        label = f"{name}: effect {effect[row]:.2f}" + (" (selective)" if selective[row] else "")
-        parts.append(
-            f"<rect x='{left:.1f}' y='{y + 2}' width='{max(right - left, 0.5):.1f}' height='{row_height - 4}' "
-            f"fill='{colour}'><title>{html.escape(label)}</title></rect>"
-        )
-        if math.isfinite(ci_low[row]) and math.isfinite(ci_high[row]):
-            low, high = (x_of(float(np.clip(v, -limit, limit))) for v in (ci_low[row], ci_high[row]))
-            parts.append(f"<line x1='{low:.1f}' y1='{middle:.1f}' x2='{high:.1f}' y2='{middle:.1f}' stroke='#222'/>")
-            for x in (low, high):
-                tick = f"x1='{x:.1f}' y1='{middle - 3:.1f}' x2='{x:.1f}' y2='{middle + 3:.1f}'"
-                parts.append(f"<line {tick} stroke='#222'/>")
-    parts.append("</svg>")
-    return "".join(parts)
+        item: dict = {"name": name, "text_y": f"{middle + 4:.1f}", "bar": None, "whisker": None}
+        if math.isfinite(effect[row]):
+            left, right = sorted((x_of(0.0), x_of(float(np.clip(effect[row], -limit, limit)))))
+            item["bar"] = {
+                "x": f"{left:.1f}",
+                "y": y + 2,
+                "width": f"{max(right - left, 0.5):.1f}",
+                "height": row_height - 4,
+                "colour": SELECTIVE_COLOUR if selective[row] else OTHER_COLOUR,
+                "title": f"{name}: effect {effect[row]:.2f}" + (" (selective)" if selective[row] else ""),
+            }
+            if math.isfinite(ci_low[row]) and math.isfinite(ci_high[row]):
+                low, high = (x_of(float(np.clip(v, -limit, limit))) for v in (ci_low[row], ci_high[row]))
+                item["whisker"] = {
+                    "low": f"{low:.1f}",
+                    "high": f"{high:.1f}",
+                    "y": f"{middle:.1f}",
+                    "y0": f"{middle - 3:.1f}",
+                    "y1": f"{middle + 3:.1f}",
+                }
+        chart.rows.append(item)
+    return chart
 
 
 def response_lines(
@@ -85,7 +113,7 @@ def response_lines(
     *,
     width: int = 320,
     height: int = 220,
-) -> str:
+) -> Lines:
     """Achieved (re-encoded) against requested activation, one line per sample, with y = x dashed.
 
     ``requested`` and ``achieved`` are [samples, steps].
@@ -102,36 +130,15 @@ def response_lines(
         py = bottom - (y - low) / (high - low) * (bottom - top)
         return f"{px:.1f},{py:.1f}"
 
-    parts = [
-        _open(width, height, "re-encoded activation against requested activation per sample"),
-        f"<rect x='{left}' y='{top}' width='{right - left}' height='{bottom - top}' fill='none' stroke='#ccc'/>",
-        f"<polyline points='{point(low, low)} {point(high, high)}' fill='none' stroke='#999' stroke-dasharray='4 3'/>",
-        f"<text x='{(left + right) / 2:.0f}' y='{height - 6}' text-anchor='middle' {FONT}>requested</text>",
-        f"<text x='10' y='{(top + bottom) / 2:.0f}' text-anchor='middle' transform='rotate(-90 10 "
-        f"{(top + bottom) / 2:.0f})' {FONT}>achieved</text>",
-        f"<text x='{left}' y='{bottom + 14}' text-anchor='middle' {FONT}>{_fmt(low)}</text>",
-        f"<text x='{right}' y='{bottom + 14}' text-anchor='middle' {FONT}>{_fmt(high)}</text>",
-        f"<text x='{left - 4}' y='{bottom}' text-anchor='end' {FONT}>{_fmt(low)}</text>",
-        f"<text x='{left - 4}' y='{top + 9}' text-anchor='end' {FONT}>{_fmt(high)}</text>",
-    ]
+    plot = Lines(
+        width, height, left, right, top, bottom, f"{point(low, low)} {point(high, high)}", _fmt(low), _fmt(high)
+    )
     for k, label in enumerate(labels):
-        colour = LINE_COLOURS[k % len(LINE_COLOURS)]
         points = " ".join(
             point(x, y) for x, y in zip(requested[k], achieved[k], strict=True) if math.isfinite(x) and math.isfinite(y)
         )
-        parts.append(
-            f"<polyline points='{points}' fill='none' stroke='{colour}' stroke-width='1.5'>"
-            f"<title>{html.escape(label)}</title></polyline>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _open(width: int, height: int, label: str) -> str:
-    return (
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-        f"viewBox='0 0 {width} {height}' role='img' aria-label='{html.escape(label)}'>"
-    )
+        plot.lines.append((points, LINE_COLOURS[k % len(LINE_COLOURS)], label))
+    return plot
 
 
 def _nice_limit(value: float) -> float:

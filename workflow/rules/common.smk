@@ -4,6 +4,7 @@ import sys
 from pipeline.locks import clear_stale_lock, is_locked
 from pipeline.models import describe_model, spec_weights_sha256
 from pipeline.provenance import dependents, recorded_inputs
+from pipeline.reporting.render import templates_version
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
 from pipeline.segmentation.config import WORLD, check_segmentation, trained_model
@@ -164,6 +165,16 @@ def validation_outputs():
     if runs_validation():
         return [f"{RESULTS}/validation/concepts/validation.json"]
     return []
+
+
+FACTOR_ENCODING = f"{RESULTS}/concepts/factor_encoding.parquet"
+
+
+def concepts_extras():
+    """The concepts' optional tables the report shows, as inputs when a rule of this workflow writes them
+    (called from rule report, after every rule that could write them is defined)."""
+    written = {str(path) for rule in workflow.rules for path in rule.output}
+    return {"factor_encoding": FACTOR_ENCODING} if FACTOR_ENCODING in written else {}
 
 
 def final_outputs():

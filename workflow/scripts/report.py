@@ -1,19 +1,16 @@
 from pathlib import Path
 
-from pipeline.reporting import build_report
-from pipeline.stages.common import run_stage
+from pipeline.job import run_stage
+from pipeline.reporting.site import build_report
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
 run_stage(
     build_report,
     log_path=job.log[0],
     threads=job.threads,
-    run_dir=Path(job.output[0]).parent,
+    run_dir=Path(job.input.concepts).parent.parent,
+    strips_path=job.input.strips,
     out_dir=job.output[0],
-    classifier=job.params.classifier["spec"],
-    generator=job.params.generator["spec"],
-    device=job.params.device,
     validation_path=job.input.validation[0] if job.input.validation else None,
-    segmentation_path=job.input.get("segmentation"),
-    **job.params.report,
+    **job.params.site,
 )
