@@ -373,8 +373,10 @@ def train_breeds_generator(
     model = BreedsGenerator(c_dim=len(world.BREEDS), **_architecture(cfg))
     latents = torch.Generator().manual_seed(_derived_seed(seed, "generator/latents"))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    total = max(cfg["steps"], 2)
+    # A warm-up of 5% of the steps, but longer than one step: OneCycleLR divides by its length less one.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg["lr"], total_steps=max(cfg["steps"], 1), pct_start=0.05
+        optimizer, max_lr=cfg["lr"], total_steps=total, pct_start=max(0.05, 1.5 / total)
     )
     losses: list[float] = []
     model.train()
