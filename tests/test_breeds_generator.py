@@ -218,3 +218,15 @@ def test_shipped_probe_reads_breeds_factors():
     assert list(predicted.columns) == list(breeds.FACTORS)
     for name in ("body_length", "leg_length", "ear_droop", "coat_value", "spots", "tilt"):
         assert np.corrcoef(predicted[name], factors[name])[0, 1] > 0.85, name
+
+
+def test_segmentation_hooks_see_the_part_logits_of_the_whole_batch(shipped):
+    from pipeline.segmentation.features import GeneratorFeatures
+
+    z = torch.randn(40, shipped.z_dim, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad(), GeneratorFeatures(shipped) as features:
+        ws = shipped.mapping(z, class_onehot(torch.arange(40) % 6, 6), 0.7)
+        _, logits = shipped.synthesis_parts(ws)
+        (hooked,) = features.take()
+    assert hooked.shape == (40, 2 + len(breeds.PART_NAMES), 64, 64)
+    torch.testing.assert_close(hooked[:, : 1 + len(breeds.PART_NAMES)] * shipped.edge_gain, logits)
