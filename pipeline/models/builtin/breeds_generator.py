@@ -143,12 +143,12 @@ class BreedsGenerator(nn.Module):
         c_dim: int = len(breeds.BREEDS),
         w_dim: int = 128,
         head_hidden: int = 128,
-        fourier: int = 32,
-        hidden: int = 48,
+        fourier: int = 48,
+        hidden: int = 64,
         layers: int = 3,
         img_resolution: int = 64,
-        canvas: int = 44,
-        extent: float = 1.6,
+        canvas: int = 48,
+        extent: float = 1.7,
     ):
         super().__init__()
         self.z_dim = len(breeds.FACTORS)
