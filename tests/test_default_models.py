@@ -166,19 +166,6 @@ def test_tiny_training_run_writes_loadable_models(tmp_path):
     assert probe.predict(images).shape == (2, len(world.FACTORS))
 
 
-def test_a_classifier_trains_on_the_breeds_world_alone(tmp_path):
-    config = {**TINY, "classifier": {**TINY["classifier"], "world": "breeds"}}
-    metrics = train_default_models(tmp_path, config, seed=0, threads=1)
-    assert set(metrics) == {"breeds-classifier"}
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["breeds-classifier.json", "breeds-classifier.pt"]
-    manifest = json.loads((tmp_path / "breeds-classifier.json").read_text())
-    assert manifest["training"]["world"] == "breeds" and manifest["metrics"]["samples"] == 16
-    classifier = load_classifier({**CLASSIFIER_SPEC, "weights": str(tmp_path / "breeds-classifier.pt")})
-    assert classifier.num_classes == len(world.BREEDS)
-    with pytest.raises(ValueError, match="classifier.world"):
-        train_default_models(tmp_path, {"classifier": {"world": "dogs"}}, seed=0, threads=1)
-
-
 @pytest.mark.parametrize("train", [train_classifier, train_generator, train_probe])
 def test_training_is_deterministic_with_finite_losses(train):
     name = {train_classifier: "classifier", train_generator: "generator", train_probe: "probe"}[train]

@@ -1,6 +1,7 @@
-"""``kind: builtin``: the models trained on the shapes world that ship with the package.
+"""``kind: builtin``: the models trained on the procedural worlds that ship with the package.
 
-Spec: ``{kind: builtin, name: shapes-classifier | shapes-generator, weights: <path>}``;
+Spec: ``{kind: builtin, name: <world>-classifier | <world>-generator, weights: <path>}`` with
+``<world>`` ``shapes`` or ``breeds``;
 ``weights`` is optional and replaces the shipped file, e.g. with a retrained one.
 """
 
@@ -10,12 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.models.builtin.weights import load_builtin, weights_path
+from pipeline.models.builtin.weights import BUILTIN_MODELS, load_builtin, weights_path
 from pipeline.models.protocols import Classifier, Generator
 from pipeline.models.registry import ModelSpecError, register_classifier, register_generator
 
 _SPEC_KEYS = {"kind", "name", "weights"}
-_NAMES = {"classifier": ("shapes-classifier",), "generator": ("shapes-generator",)}
+_NAMES = {
+    role: tuple(name for name in BUILTIN_MODELS if name.endswith(f"-{role}")) for role in ("classifier", "generator")
+}
 
 
 def _checked_name(spec: Mapping[str, Any], role: str) -> str:

@@ -1,10 +1,12 @@
-"""The builtin models of the shapes world: classifier, generator and attribute probe.
+"""The builtin models of the procedural worlds: per world a classifier, a generator and an
+attribute probe (``shapes-*`` and ``breeds-*``).
 
 Their weights ship in ``pipeline/models/weights``; :func:`train_default_models` in
 ``pipeline.models.builtin.train`` retrains them. Load them through the registry
-(``{kind: builtin, name: shapes-classifier}``) or directly with :func:`load_builtin`.
+(``{kind: builtin, name: breeds-classifier}``) or directly with :func:`load_builtin`.
 """
 
+from pipeline.models.builtin.breeds_generator import BreedsGenerator, breeds_latent_factors
 from pipeline.models.builtin.classifier import ShapesClassifier
 from pipeline.models.builtin.generator import ShapesGenerator, class_onehot, latent_factors
 from pipeline.models.builtin.probe import AttributeProbe
@@ -18,9 +20,9 @@ from pipeline.models.builtin.weights import (
 )
 
 
-def load_attribute_probe(weights=None) -> AttributeProbe:
-    """The shipped attribute probe (or the one in ``weights``), in eval mode on the CPU."""
-    return load_builtin("shapes-probe", weights)
+def load_attribute_probe(weights=None, world: str = "shapes") -> AttributeProbe:
+    """The shipped attribute probe of ``world`` (or the one in ``weights``), in eval mode on the CPU."""
+    return load_builtin(f"{world}-probe", weights)
 
 
 __all__ = [
@@ -28,8 +30,10 @@ __all__ = [
     "BUILTIN_WORLDS",
     "WEIGHTS_DIR",
     "AttributeProbe",
+    "BreedsGenerator",
     "ShapesClassifier",
     "ShapesGenerator",
+    "breeds_latent_factors",
     "builtin_world",
     "class_onehot",
     "latent_factors",

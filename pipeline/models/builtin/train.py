@@ -1,9 +1,8 @@
 """Training and quality gates of the builtin models, from scratch on a procedural world.
 
-The generator and the attribute probe render and read the shapes world; the classifier
-trains on the world that ``classifier.world`` names (``"shapes"`` by default, or
-``"breeds"``). A classifier of another world than the shapes world is trained, gated and
-saved alone, as ``<world>-classifier``, because the shapes generator cannot be gated by it.
+The config's top-level ``world`` (``"shapes"`` by default, or ``"breeds"``) picks the world
+and its defaults (:data:`DEFAULT_CONFIG`, :data:`BREEDS_CONFIG`); the models are saved as
+``<world>-classifier``, ``<world>-generator`` and ``<world>-probe``.
 
 One entry point, :func:`train_default_models`, trains the classifier, the generator and
 the attribute probe, measures the gates and writes weights plus manifests. Every batch is freshly rendered
@@ -14,6 +13,10 @@ CPU for a given seed and thread count.
 The generator is trained by regression, not adversarially: for latents z it must render
 exactly the world image of :func:`latent_factors` (z). That trains reliably on a CPU, and
 the linear mapping makes truncated latents regression targets too (see generator.py).
+The breeds generator also learns the world's part maps (cross-entropy on its part logits)
+and its heads learn the figure's pose, geometry and coat from the factors; for a share of
+each batch the renderer takes the true parameters instead of the heads' ("teacher
+forcing"), so the coordinate network learns the figure while the heads still learn.
 """
 
 from __future__ import annotations
@@ -37,27 +40,35 @@ from torch import nn
 
 import pipeline.world as world
 from pipeline.device import set_threads
+from pipeline.models.builtin.breeds_generator import (
+    GEOMETRY_FACTORS,
+    BreedsGenerator,
+    breeds_latent_code,
+    breeds_latent_factors,
+    geometry_scale,
+)
 from pipeline.models.builtin.classifier import ShapesClassifier
 from pipeline.models.builtin.generator import (
-    CIRCULAR_FACTORS,
     ShapesGenerator,
     class_onehot,
     latent_code,
     latent_factors,
 )
-from pipeline.models.builtin.probe import LINEAR_FACTORS, AttributeProbe, factor_targets
+from pipeline.models.builtin.probe import AttributeProbe, circular_factors, factor_targets, linear_factors
 from pipeline.models.builtin.weights import save_builtin
+from pipeline.world import breeds
 from pipeline.world.render import BACKGROUND_SATURATION, STRIPES_PER_RADIUS, hsv_to_rgb
 
 log = logging.getLogger(__name__)
 
-ACCURACY_GATE = 0.97
+ACCURACY_GATES = {"shapes": 0.97, "breeds": 0.95}
 CONSISTENCY_GATE = 0.9
 SPREAD_GATE = 0.5
 
+# The shapes world's training config; BREEDS_CONFIG is the breeds world's.
 DEFAULT_CONFIG: dict[str, Any] = {
+    "world": "shapes",
     "classifier": {
-        "world": "shapes",
         "architecture": {"stem_width": 16, "widths": [16, 32, 64, 128], "strides": [1, 2, 2, 1], "num_units": 512},
         "steps": 1200,
         "batch_size": 128,
@@ -109,6 +120,38 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "log_every": 100,
 }
 
+BREEDS_CONFIG: dict[str, Any] = {
+    **copy.deepcopy(DEFAULT_CONFIG),
+    "world": "breeds",
+    "classifier": {**copy.deepcopy(DEFAULT_CONFIG["classifier"]), "steps": 300},
+    # More factors than the shapes world, some with narrow ranges (eye size, position, scale).
+    "probe": {**copy.deepcopy(DEFAULT_CONFIG["probe"]), "steps": 600},
+    "generator": {
+        "architecture": {
+            "w_dim": 128,
+            "head_hidden": 128,
+            "fourier": 48,
+            "hidden": 64,
+            "layers": 3,
+            "canvas": 48,
+            "extent": 1.7,
+        },
+        "batch_size": 32,
+        "steps": 2500,
+        "lr": 3e-3,
+        "truncation_fraction": 0.5,
+        "min_truncation": 0.3,
+        "coarse_weight": 0.5,
+        # Cross-entropy of the part logits against the world's part map.
+        "part_weight": 0.25,
+        "head_weight": 1.0,
+        # Share of each batch rendered from the true parameters instead of the heads'.
+        "teacher_fraction": 0.5,
+    },
+}
+
+CONFIGS: dict[str, dict[str, Any]] = {"shapes": DEFAULT_CONFIG, "breeds": BREEDS_CONFIG}
+
 
 def train_default_models(
     out_dir: str | Path,
@@ -118,40 +161,42 @@ def train_default_models(
 ) -> dict[str, dict[str, Any]]:
     """Train classifier, generator and attribute probe; write ``<name>.pt`` + ``<name>.json``.
 
-    ``config`` overrides :data:`DEFAULT_CONFIG` key by key. Returns each model's manifest
-    metrics. The gates (classifier accuracy, generator class consistency and factor spread)
-    are measured on fresh samples and recorded, not enforced: a short test run fails them.
+    ``config`` picks the world by its top-level ``world`` key (``"shapes"`` when absent) and
+    overrides that world's defaults (:data:`CONFIGS`) key by key. Returns each model's
+    manifest metrics. The gates (classifier accuracy, generator class consistency and factor
+    spread) are measured on fresh samples and recorded, not enforced: a short test run fails them.
     """
     set_threads(threads)
-    cfg = merge_config(DEFAULT_CONFIG, config or {})
+    world_name = (config or {}).get("world", "shapes")
+    if world_name not in CONFIGS:
+        raise ValueError(f"train config: world must be one of {', '.join(CONFIGS)}, got {world_name!r}")
+    cfg = merge_config(CONFIGS[world_name], config or {})
     evaluation = cfg["evaluation"]
     n, psi, batch_size = evaluation["samples"], evaluation["truncation_psi"], evaluation["batch_size"]
-    classifier_world = cfg["classifier"]["world"]
-    if classifier_world not in world.WORLDS:
-        raise ValueError(f"train config: classifier.world must be one of {', '.join(world.WORLDS)}")
+    names = {role: f"{world_name}-{role}" for role in ("classifier", "generator", "probe")}
 
-    classifier, run = _timed(train_classifier, cfg["classifier"], seed, cfg["log_every"])
+    classifier, run = _timed(train_classifier, cfg["classifier"], seed, cfg["log_every"], world_name)
     accuracy_seed = _derived_seed(seed, "evaluation/classifier")
     classifier_metrics = {
-        "accuracy": classifier_accuracy(classifier, n, accuracy_seed, batch_size, classifier_world),
-        "accuracy_gate": ACCURACY_GATE,
+        "accuracy": classifier_accuracy(classifier, n, accuracy_seed, batch_size, world_name),
+        "accuracy_gate": ACCURACY_GATES[world_name],
         "samples": n,
     }
     accuracy = classifier_metrics["accuracy"]
-    log.info("classifier: accuracy %.4f on %d fresh %s-world images", accuracy, n, classifier_world)
-    classifier_name = f"{classifier_world}-classifier"
+    log.info("classifier: accuracy %.4f on %d fresh %s-world images", accuracy, n, world_name)
     # The class count follows the world, so the checkpoint names it for loading.
     architecture = {**cfg["classifier"]["architecture"], "num_classes": classifier.num_classes}
-    saved = {**cfg["classifier"], "architecture": architecture}
-    _save(classifier, classifier_name, out_dir, saved, seed, threads, run, classifier_metrics)
-    if classifier_world != "shapes":
-        return {classifier_name: classifier_metrics}
+    saved = {**cfg["classifier"], "world": world_name, "architecture": architecture}
+    _save(classifier, names["classifier"], out_dir, saved, seed, threads, run, classifier_metrics)
 
-    generator, run = _timed(train_generator, cfg["generator"], seed, cfg["log_every"], classifier)
-    probe, probe_run = _timed(train_probe, cfg["probe"], seed, cfg["log_every"])
+    train = train_generator if world_name == "shapes" else train_breeds_generator
+    generator, run = _timed(train, cfg["generator"], seed, cfg["log_every"], classifier)
+    probe, probe_run = _timed(train_probe, cfg["probe"], seed, cfg["log_every"], world_name)
     probe_metrics = probe_quality(probe, n, _derived_seed(seed, "evaluation/probe"), batch_size)
     log.info("probe: %s", _format(probe_metrics))
-    _save(probe, "shapes-probe", out_dir, cfg["probe"], seed, threads, probe_run, probe_metrics)
+    # The probe's checkpoint names its world, so that it loads with the right outputs.
+    probe_saved = {**cfg["probe"], "architecture": {**cfg["probe"]["architecture"], "world": world_name}}
+    _save(probe, names["probe"], out_dir, probe_saved, seed, threads, probe_run, probe_metrics)
 
     consistency = class_consistency(
         generator, classifier, n, psi, _derived_seed(seed, "evaluation/consistency"), batch_size
@@ -167,11 +212,11 @@ def train_default_models(
         "gates_passed": consistency >= CONSISTENCY_GATE and min(spread.values()) >= SPREAD_GATE,
         "samples": n,
     }
-    _save(generator, "shapes-generator", out_dir, cfg["generator"], seed, threads, run, generator_metrics)
+    _save(generator, names["generator"], out_dir, cfg["generator"], seed, threads, run, generator_metrics)
     return {
-        "shapes-classifier": classifier_metrics,
-        "shapes-generator": generator_metrics,
-        "shapes-probe": probe_metrics,
+        names["classifier"]: classifier_metrics,
+        names["generator"]: generator_metrics,
+        names["probe"]: probe_metrics,
     }
 
 
@@ -215,10 +260,11 @@ def merge_config(defaults: Mapping[str, Any], overrides: Mapping[str, Any], wher
     return merged
 
 
-def train_classifier(cfg: Mapping[str, Any], seed: int, log_every: int = 100) -> tuple[ShapesClassifier, list[float]]:
-    """Train the classifier of ``cfg["world"]`` (cross-entropy on augmented world images);
+def train_classifier(
+    cfg: Mapping[str, Any], seed: int, log_every: int = 100, world_name: str = "shapes"
+) -> tuple[ShapesClassifier, list[float]]:
+    """Train the classifier of ``world_name`` (cross-entropy on augmented world images);
     returns it and its loss per step."""
-    world_name = cfg["world"]
     torch.manual_seed(_derived_seed(seed, "classifier/init"))
     model = ShapesClassifier(num_classes=len(world.class_names(world_name)), **_architecture(cfg))
     _set_input_statistics(model, seed, "classifier", world_name)
@@ -313,17 +359,108 @@ def head_supervision(pose: torch.Tensor, appearance: torch.Tensor, factors: pd.D
     )
 
 
-def train_probe(cfg: Mapping[str, Any], seed: int, log_every: int = 100) -> tuple[AttributeProbe, list[float]]:
-    """Train the attribute probe (MSE on factor targets of world images); returns it and its loss per step."""
+def train_breeds_generator(
+    cfg: Mapping[str, Any], seed: int, log_every: int = 100, classifier: nn.Module | None = None
+) -> tuple[BreedsGenerator, list[float]]:
+    """Train the breeds generator to render the world image and part map of each latent;
+    returns it and its loss per step.
+
+    The loss is pixel L1 (plus a coarse scale), cross-entropy of the part logits against
+    the world's part map, and a supervision of the heads by the factors that drew each
+    target. ``classifier`` is unused; it keeps the signature of the other trainers.
+    """
+    torch.manual_seed(_derived_seed(seed, "generator/init"))
+    model = BreedsGenerator(c_dim=len(world.BREEDS), **_architecture(cfg))
+    latents = torch.Generator().manual_seed(_derived_seed(seed, "generator/latents"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    total = max(cfg["steps"], 2)
+    # A warm-up of 5% of the steps, but longer than one step: OneCycleLR divides by its length less one.
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg["lr"], total_steps=total, pct_start=max(0.05, 1.5 / total)
+    )
+    losses: list[float] = []
+    model.train()
+    for step in range(cfg["steps"]):
+        n = cfg["batch_size"]
+        z = torch.randn(n, model.z_dim, generator=latents)
+        labels = torch.randint(0, model.c_dim, (n,), generator=latents)
+        truncated = torch.rand(n, generator=latents) < cfg["truncation_fraction"]
+        psi = torch.where(
+            truncated, cfg["min_truncation"] + (1 - cfg["min_truncation"]) * torch.rand(n, generator=latents), 1.0
+        )
+        forced = (torch.rand(n, generator=latents) < cfg["teacher_fraction"]).view(n, 1)
+        factors = breeds_latent_factors(z, labels, psi)
+        target = breeds.render(factors) * 2 - 1
+        target_parts = breeds.part_map(factors)
+        # The mapping is linear, so scaling the code by psi is truncating w toward the class average.
+        w = model.embed_code(psi[:, None] * breeds_latent_code(z)) + model.embed_class(
+            class_onehot(labels, model.c_dim)
+        )
+        predicted = model.predict_parameters(w.unsqueeze(1).expand(-1, model.num_ws, -1))
+        true = breeds_parameters(factors)
+        output, logits = model.render(*(torch.where(forced, t, p) for t, p in zip(true, predicted, strict=True)))
+        pixel = F.l1_loss(output, target) + cfg["coarse_weight"] * F.l1_loss(
+            F.avg_pool2d(output, 4), F.avg_pool2d(target, 4)
+        )
+        parts = F.cross_entropy(logits, target_parts)
+        heads = breeds_head_supervision(predicted, true)
+        loss = pixel + cfg["part_weight"] * parts + cfg["head_weight"] * heads
+        losses.append(_step(optimizer, scheduler, loss))
+        _log_progress(
+            "generator", step, cfg["steps"], log_every, loss=losses[-1], pixel_l1=pixel.item(), parts=parts.item()
+        )
+    model.update_w_avg()
+    return model.eval(), losses
+
+
+def breeds_parameters(factors: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The breeds generator's (pose, geometry, appearance) parameters that the factors name."""
+    n = len(factors)
+    value = {name: torch.tensor(factors[name].to_numpy(), dtype=torch.float32) for name in breeds.FACTORS}
+    column = {name: v.view(n, 1, 1) for name, v in value.items()}
+    pose = torch.stack([value["x"], value["y"], torch.log(value["scale"]), value["tilt"]], dim=1)
+    geometry = torch.stack(
+        [(value[name] - geometry_scale(name)[0]) / geometry_scale(name)[1] for name in GEOMETRY_FACTORS], dim=1
+    )
+    coat = breeds._hsv_to_rgb(column["coat_hue"], column["coat_saturation"], column["coat_value"]).view(n, 3)
+    background = breeds._hsv_to_rgb(
+        column["bg_hue"], torch.full((n, 1, 1), breeds.BACKGROUND_SATURATION), column["bg_luminance"]
+    ).view(n, 3)
+    appearance = torch.cat([coat, background, value["spots"][:, None], value["points"][:, None]], dim=1)
+    return pose, geometry, appearance
+
+
+def breeds_head_supervision(
+    predicted: tuple[torch.Tensor, torch.Tensor, torch.Tensor], true: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """How far the breeds generator's heads are from the parameters that drew the targets.
+
+    The weights put each term on a comparable scale: the position's range is a few
+    hundredths, the scaled geometry's about one.
+    """
+    (pose, geometry, appearance), (true_pose, true_geometry, true_appearance) = predicted, true
+    return (
+        1000 * F.mse_loss(pose[:, :2], true_pose[:, :2])
+        + 100 * F.mse_loss(pose[:, 2:], true_pose[:, 2:])
+        + F.mse_loss(geometry, true_geometry)
+        + 10 * F.mse_loss(appearance, true_appearance)
+    )
+
+
+def train_probe(
+    cfg: Mapping[str, Any], seed: int, log_every: int = 100, world_name: str = "shapes"
+) -> tuple[AttributeProbe, list[float]]:
+    """Train the attribute probe of ``world_name`` (MSE on factor targets of world images);
+    returns it and its loss per step."""
     torch.manual_seed(_derived_seed(seed, "probe/init"))
-    model = AttributeProbe(**_architecture(cfg))
-    _set_input_statistics(model, seed, "probe")
+    model = AttributeProbe(**_architecture(cfg), world=world_name)
+    _set_input_statistics(model, seed, "probe", world_name)
     optimizer, scheduler = _optimizer(model, cfg)
     losses = []
     model.train()
     for step in range(cfg["steps"]):
-        images, _, factors = world.sample(cfg["batch_size"], _derived_seed(seed, "probe/batch", step))
-        loss = F.mse_loss(model(images), factor_targets(factors))
+        images, _, factors = world.sample(cfg["batch_size"], _derived_seed(seed, "probe/batch", step), world=world_name)
+        loss = F.mse_loss(model(images), factor_targets(factors, world_name))
         losses.append(_step(optimizer, scheduler, loss))
         _log_progress("probe", step, cfg["steps"], log_every, loss=losses[-1])
     return model.eval(), losses
@@ -390,38 +527,54 @@ def class_consistency(
     return float((predictions == labels).float().mean())
 
 
-def factor_spread(factors: pd.DataFrame) -> dict[str, float]:
+def factor_spread(factors: pd.DataFrame, world_name: str = "shapes") -> dict[str, float]:
     """Per factor: the standard deviation, or for hues the circular variance 1 - |mean e^(i 2 pi h)|."""
-    spread = {name: float(factors[name].std()) for name in LINEAR_FACTORS}
-    for name in CIRCULAR_FACTORS:
+    spread = {name: float(factors[name].std()) for name in linear_factors(world_name)}
+    for name in circular_factors(world_name):
         angles = 2 * np.pi * factors[name].to_numpy()
         spread[name] = float(1 - np.hypot(np.cos(angles).mean(), np.sin(angles).mean()))
-    return {name: spread[name] for name in world.FACTORS}
+    return {name: spread[name] for name in world.factor_ranges(world_name)}
 
 
 @torch.no_grad()
 def spread_ratios(
-    generator: ShapesGenerator, probe: AttributeProbe, n: int, truncation_psi: float, seed: int, batch_size: int = 500
+    generator: nn.Module, probe: AttributeProbe, n: int, truncation_psi: float, seed: int, batch_size: int = 500
 ) -> dict[str, float]:
-    """Per factor: its spread over generator samples / its spread over world images, both
-    as read by the probe (so that the probe's own shrinkage cancels)."""
+    """Per factor: its spread over generator samples / its spread over world images of the
+    same classes, both as read by the probe (so that the probe's own shrinkage cancels)."""
     images, labels = generator_samples(generator, n, truncation_psi, seed, batch_size)
-    world_images = world.render(labels, world.sample_factors(n, seed)[1])
-    generated = factor_spread(probe.predict(images, batch_size))
-    real = factor_spread(probe.predict(world_images, batch_size))
-    return {name: generated[name] / real[name] for name in world.FACTORS}
+    world_images = reference_images(labels, seed, probe.world)
+    generated = factor_spread(probe.predict(images, batch_size), probe.world)
+    real = factor_spread(probe.predict(world_images, batch_size), probe.world)
+    return {name: generated[name] / real[name] for name in world.factor_ranges(probe.world)}
+
+
+def reference_images(labels: torch.Tensor, seed: int, world_name: str = "shapes") -> torch.Tensor:
+    """World images of classes ``labels`` with freshly drawn factors (seed ``seed``).
+
+    In the breeds world the factors depend on the class, so each class's rows draw from it.
+    """
+    if world_name == "shapes":
+        return world.render(labels, world.sample_factors(len(labels), seed)[1])
+    labels = np.asarray(labels)
+    factors = []
+    for breed in np.unique(labels):
+        where = np.flatnonzero(labels == breed)
+        _, drawn = world.sample_factors(len(where), seed + int(breed), classes=[int(breed)], world=world_name)
+        factors.append(drawn.set_index(pd.Index(where)))
+    return world.render(labels, pd.concat(factors).sort_index(), world=world_name)
 
 
 @torch.no_grad()
 def probe_quality(probe: AttributeProbe, n: int, seed: int, batch_size: int = 500) -> dict[str, float]:
     """Per factor on fresh world images: R^2 for linear factors, mean circular error (turns) for hues."""
-    images, _, factors = world.sample(n, seed)
+    images, _, factors = world.sample(n, seed, world=probe.world)
     predicted = probe.predict(images, batch_size)
     quality = {}
-    for name in LINEAR_FACTORS:
+    for name in linear_factors(probe.world):
         residual = ((predicted[name] - factors[name]) ** 2).sum()
         quality[f"{name}_r2"] = float(1 - residual / ((factors[name] - factors[name].mean()) ** 2).sum())
-    for name in CIRCULAR_FACTORS:
+    for name in circular_factors(probe.world):
         error = np.abs(predicted[name] - factors[name]) % 1.0
         quality[f"{name}_error_turns"] = float(np.minimum(error, 1 - error).mean())
     return quality
@@ -472,14 +625,20 @@ def _format(values: Mapping[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the builtin shapes classifier, generator and attribute probe.")
+    parser = argparse.ArgumentParser(
+        description="Train the builtin classifier, generator and attribute probe of a world."
+    )
     parser.add_argument("--out-dir", required=True, type=Path, help="folder for <name>.pt and <name>.json")
+    parser.add_argument("--world", choices=tuple(CONFIGS), default="shapes", help="the procedural world to train on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--config-json", default="{}", help="overrides of DEFAULT_CONFIG as a JSON object")
+    parser.add_argument("--config-json", default="{}", help="overrides of the world's training config as a JSON object")
     args = parser.parse_args(argv)
+    overrides = json.loads(args.config_json)
+    if overrides.get("world", args.world) != args.world:
+        parser.error(f"--config-json: world {overrides['world']!r} contradicts --world {args.world}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    metrics = train_default_models(args.out_dir, json.loads(args.config_json), args.seed, args.threads)
+    metrics = train_default_models(args.out_dir, {**overrides, "world": args.world}, args.seed, args.threads)
     print(json.dumps(metrics, indent=2))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.models.builtin.breeds_generator import BreedsGenerator
 from pipeline.models.builtin.classifier import ShapesClassifier
 from pipeline.models.builtin.generator import ShapesGenerator
 from pipeline.models.builtin.probe import AttributeProbe
@@ -31,6 +32,9 @@ BUILTIN_MODELS: dict[str, type[nn.Module]] = {
     "shapes-classifier": ShapesClassifier,
     "shapes-generator": ShapesGenerator,
     "shapes-probe": AttributeProbe,
+    "breeds-classifier": ShapesClassifier,
+    "breeds-generator": BreedsGenerator,
+    "breeds-probe": AttributeProbe,
 }
 
 # The procedural world each builtin model was trained on (pipeline.world's ``world=``).
@@ -38,6 +42,9 @@ BUILTIN_WORLDS: dict[str, str] = {
     "shapes-classifier": "shapes",
     "shapes-generator": "shapes",
     "shapes-probe": "shapes",
+    "breeds-classifier": "breeds",
+    "breeds-generator": "breeds",
+    "breeds-probe": "breeds",
 }
 
 
