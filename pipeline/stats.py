@@ -124,9 +124,9 @@ TRIM = 0.2
 BOOT_UNIT_BLOCK = 16
 
 CONCEPT_COLUMNS = (
-    "unit", "measure", "n", "mean_change", "trimmed_change", "w_distance", "effect_as_is", "effect_per_w",
-    "compared", "null_mean", "null_scale",
-    "effect", "ci_low", "ci_high", "p_random", "p_rerender", "p_link", "p", "q",
+    "unit", "measure", "n", "mean_change", "trimmed_change", "natural_change", "w_distance",
+    "effect_as_is", "effect_per_w", "compared", "null_mean", "null_scale",
+    "effect", "ci_low", "ci_high", "p_random", "t_rerender", "p_rerender", "p_link", "p", "q",
     "class_effect_min", "class_effect_max", "classes_agree", "selective",
 )  # fmt: skip
 
@@ -142,8 +142,12 @@ def unit_concepts(
     min_effect: float = DEFAULT_MIN_EFFECT,
     ci: float = 0.95,
     column_p: pd.Series | None = None,
+    natural_scale: pd.Series | None = None,
 ) -> pd.DataFrame:
     """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring).
+
+    ``natural_scale`` holds each measure's standard deviation over natural samples, by
+    measure; ``natural_change`` is the trimmed change over it (NaN for measures it lacks).
 
     The per-class effects behind ``class_effect_min``, ``class_effect_max`` and
     ``classes_agree`` are :func:`class_effects`'s.
@@ -184,10 +188,12 @@ def unit_concepts(
     count = np.sum(~np.isnan(values), axis=2)  # [U, M]
     mean_change = _nanmean(values, axis=2)
     trimmed_change = as_is.trimmed
-    p_rerender = yuen_p(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
+    t_rerender, p_rerender = yuen_test(values, rerender[measures].to_numpy(dtype=np.float64).T, upper_only)
     p_link = _link_p(column_p, units, len(measures))
-    p = np.fmax(np.fmax(p_random, p_rerender), np.nan_to_num(p_link))
-    p = np.where(np.isnan(p_random) | np.isnan(p_rerender), np.nan, p)
+    # Whether the effect is real rests on the unit's own samples and its link column; how
+    # large it is against random directions is the effect, a size, not a p-value (see the
+    # module docstring: random directions cap the effect near sqrt(layer width)).
+    p = np.where(np.isnan(p_rerender), np.nan, np.fmax(p_rerender, np.nan_to_num(p_link)))
     q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
     ci_low, ci_high = _bootstrap_effect_ci(
         (values, per_w), (as_is_null[0], per_w_null[0]), (as_is, by_w), n_boot, seed, ci
@@ -207,6 +213,7 @@ def unit_concepts(
             "n": count.ravel(),
             "mean_change": mean_change.ravel(),
             "trimmed_change": trimmed_change.ravel(),
+            "natural_change": (trimmed_change / _natural_scale(natural_scale, measures)).ravel(),
             "w_distance": np.repeat(distance, len(measures)),
             "effect_as_is": as_is.effect.ravel(),
             "effect_per_w": by_w.effect.ravel(),
@@ -217,6 +224,7 @@ def unit_concepts(
             "ci_low": ci_low.ravel(),
             "ci_high": ci_high.ravel(),
             "p_random": p_random.ravel(),
+            "t_rerender": t_rerender.ravel(),
             "p_rerender": p_rerender.ravel(),
             "p_link": p_link.ravel(),
             "p": p.ravel(),
@@ -315,6 +323,7 @@ def _against_directions(
 
 
 LABELLED = "labelled"
+
 NOT_CONTROLLABLE = "controllability"
 
 
@@ -333,15 +342,15 @@ def unit_summary(
 
     - The unique label (``unique_measure``, ``unique_sign``, ``unique_effect``, ``unique_q``):
       from the sweep, what the unit adds beyond the rest of the layer; the selective measure
-      with the largest |effect|, motion measures only where nothing else is selective,
-      because they say how much the image moved, not what changed. Only a controllable unit
-      gets one: its sweep must move its own re-encoded activation, ``slope >=
-      min_control_slope``.
+      that the sweep moves most consistently (largest |``t_rerender``|: its change over
+      its own spread across samples and the render noise), motion measures only where
+      nothing else is selective, because they say how much the image moved, not what
+      changed. Only a controllable unit gets one.
     - The tuning label (``tuning_measure``, ``tuning_sign``, ``tuning_association``,
       ``tuning_q``): from ``tuning`` (:func:`unit_tuning`), what the unit responds to across
       natural samples; the selective measure with the largest |association|.
     - ``unique_gate`` and ``tuning_gate``: ``labelled``, or what stopped the unit's strongest
-      candidate (largest |effect| or |association|): ``controllability``, ``link column``
+      candidate (largest |``t_rerender``| or |association|): ``controllability``, ``link column``
       (its q failed because its link column is fitting noise), ``q``, ``effect`` (too small),
       ``classes`` (clear effects of opposite sign in two classes) or ``association``.
     - ``n_selective``: how many measures are selective in the sweep.
@@ -350,7 +359,15 @@ def unit_summary(
     - ``controllability``: the fraction of samples whose re-encoded activation rises with
       the requested value (positive least-squares slope over the steps).
     - ``slope``: the pooled within-sample slope of achieved on requested (1: fully controlled);
-      ``controllable``: ``slope >= min_control_slope``.
+      ``control_p``: the one-sided t-test that the per-sample slopes are above 0 (the sweep
+      moves the unit's own re-encoded activation the requested way, beyond the scatter
+      across samples); ``control_q``: its Benjamini-Hochberg q over the units;
+      ``controllable``: ``control_q <= q`` and ``slope >= min_control_slope``. The test
+      tells a unit the sweep moves from one it does not, whatever the layer; the floor only
+      keeps units the sweep moves by a negligible share of the request. It must sit well
+      below one: a sweep sets one unit and holds the rest, so of k copies of a function it
+      passes on about 1/k of the request (three copies: slopes 0.2-0.36 where single
+      copies reach 0.6-1.1).
     - ``specificity``: the mean |change| of the tuned unit over the mean absolute change of
       all other units, both at the last step.
     - ``prob_change``: the mean change of the original class's probability, last minus first
@@ -366,8 +383,10 @@ def unit_summary(
     index = pd.Index(np.sort(concepts["unit"].unique()), name="unit")
     summary = pd.DataFrame(index=index)
     control = classifier_measures(changes).reindex(index)
-    controllable = control["slope"] >= min_control_slope
-    unique = _label(concepts, "effect", index)
+    control.insert(control.columns.get_loc("control_p") + 1, "control_q", benjamini_hochberg(control["control_p"]))
+    controllable = (control["control_q"] <= q) & (control["slope"] >= min_control_slope)
+    concepts = concepts.assign(label_strength=label_strength(concepts))
+    unique = _label(concepts, "effect", index, rank_by="label_strength")
     gate = _sweep_gates(concepts, index, q, min_effect)
     gate = gate.where(controllable, NOT_CONTROLLABLE)
     unique = unique.where(controllable)
@@ -391,11 +410,19 @@ def unit_summary(
     return summary.reset_index()
 
 
-def _label(tests: pd.DataFrame, strength: str, index: pd.Index) -> pd.DataFrame:
-    """Per unit, the selective test with the largest |strength|, motion only where nothing else is."""
+def label_strength(concepts: pd.DataFrame) -> pd.Series:
+    """What ranks a unit's selective measures for its unique label: ``|t_rerender| x
+    |natural_change|``, how reliably times how far the sweep moves the measure (``|t_rerender|``
+    alone where the measure has no natural scale, as motion has not)."""
+    return concepts["t_rerender"].abs() * concepts["natural_change"].abs().fillna(1.0)
+
+
+def _label(tests: pd.DataFrame, strength: str, index: pd.Index, rank_by: str | None = None) -> pd.DataFrame:
+    """Per unit, the selective test with the largest |rank_by| (default: ``strength``), motion
+    only where nothing else is; its measure, ``strength`` and q."""
     selective = tests[tests["selective"]].copy()
     selective["is_motion"] = selective["measure"].map(quantity_of).isin(RELATIVE_QUANTITIES)
-    selective["magnitude"] = selective[strength].abs()
+    selective["magnitude"] = selective[rank_by or strength].abs()
     top = (
         selective.sort_values(["unit", "is_motion", "magnitude"], ascending=[True, True, False], kind="stable")
         .groupby("unit", sort=True)
@@ -406,14 +433,18 @@ def _label(tests: pd.DataFrame, strength: str, index: pd.Index) -> pd.DataFrame:
 
 
 def _strongest(tests: pd.DataFrame, strength: str) -> pd.DataFrame:
-    """Per unit, its test with the largest |strength| (ties: the first)."""
-    ranked = tests.assign(magnitude=tests[strength].abs().fillna(-1.0))
-    return ranked.sort_values(["unit", "magnitude"], ascending=[True, False], kind="stable").groupby("unit").head(1)
+    """Per unit, its test with the largest |strength| (ties: the first), motion only where nothing else is."""
+    ranked = tests.assign(
+        is_motion=tests["measure"].map(quantity_of).isin(RELATIVE_QUANTITIES),
+        magnitude=tests[strength].abs().fillna(-1.0),
+    )
+    order = ranked.sort_values(["unit", "is_motion", "magnitude"], ascending=[True, True, False], kind="stable")
+    return order.groupby("unit").head(1)
 
 
 def _sweep_gates(concepts: pd.DataFrame, index: pd.Index, q: float, min_effect: float) -> pd.Series:
     """Which test decided each unit's unique label (see :func:`unit_summary`)."""
-    top = _strongest(concepts, "effect").set_index("unit").reindex(index)
+    top = _strongest(concepts, "label_strength").set_index("unit").reindex(index)
     link_decides = top["p_link"] == top["p"] if "p_link" in top else pd.Series(False, index=index)
     agree = top["classes_agree"].astype(bool) if "classes_agree" in top else pd.Series(True, index=index)
     gate = np.select(
@@ -469,11 +500,26 @@ def classifier_measures(changes: pd.DataFrame) -> pd.DataFrame:
         {
             "controllability": (sample_slope > 0).groupby(level=0).mean(),
             "slope": per_unit["cross"] / per_unit["spread"].where(per_unit["spread"] > 0),
+            "control_p": sample_slope.groupby(level=0).agg(_rises_p),
             "specificity": tuned_change / others_change.where(others_change > 0),
             "prob_change": (last["target_prob"] - first["target_prob"]).groupby(level=0).mean(),
             "class_kept": (last["pred"] == last["class"]).groupby(level=0).mean(),
         }
     ).rename_axis("unit")
+
+
+def _rises_p(slopes: pd.Series) -> float:
+    """One-sided p of a one-sample t-test that the mean of ``slopes`` is above 0 (NaNs left out).
+
+    Identical slopes decide exactly (0 where they are positive, 1 otherwise); fewer than
+    two give NaN.
+    """
+    values = slopes.dropna().to_numpy(dtype=np.float64)
+    if len(values) < 2:
+        return float("nan")
+    if np.ptp(values) == 0:
+        return 0.0 if values[0] > 0 else 1.0
+    return float(scipy_stats.ttest_1samp(values, 0.0, alternative="greater").pvalue)
 
 
 def selective_counts(concepts: pd.DataFrame) -> pd.DataFrame:
@@ -560,6 +606,14 @@ def _per_w(values: np.ndarray, distance: np.ndarray) -> np.ndarray:
         return np.where(distance[:, None, None] > 0, values / distance[:, None, None], np.nan)
 
 
+def _natural_scale(natural_scale: pd.Series | None, measures: list[str]) -> np.ndarray:
+    """``[M]``: each measure's natural standard deviation, NaN where unknown or not positive."""
+    if natural_scale is None:
+        return np.full(len(measures), np.nan)
+    scale = natural_scale.reindex(measures).to_numpy(np.float64)
+    return np.where(scale > 0, scale, np.nan)
+
+
 def _link_p(column_p: pd.Series | None, units: np.ndarray, n_measures: int) -> np.ndarray:
     """``[U, M]``: each unit's link-column p-value, or NaN for all without ``column_p``."""
     if column_p is None:
@@ -635,11 +689,14 @@ def _t_p_value(t: np.ndarray, df: np.ndarray | int, upper_only: np.ndarray) -> n
         return np.where(upper_only, scipy_stats.t.sf(t, df=df), 2 * scipy_stats.t.sf(np.abs(t), df=df))
 
 
-def yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.ndarray:
-    """Yuen p of each unit's changes ``[U, M, n]`` against the noise changes ``[M, k]``.
+def yuen_test(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Yuen's statistic and p-value ``[U, M]`` of each unit's changes ``[U, M, n]`` against the
+    noise changes ``[M, k]``.
 
-    Two-sided, or upper-tailed (the unit's changes larger) where ``upper_only`` ``[M]`` is
-    set. With no noise rows this is the one-sample trimmed t-test against zero change.
+    The p-value is two-sided, or upper-tailed (the unit's changes larger) where
+    ``upper_only`` ``[M]`` is set. With no noise rows this is the one-sample trimmed t-test
+    against zero change. Without any spread the statistic is infinite (signed) for a
+    change and 0 for none.
     """
 
     def moments(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -657,11 +714,13 @@ def yuen_p(values: np.ndarray, noise: np.ndarray, upper_only: np.ndarray) -> np.
     with np.errstate(invalid="ignore", divide="ignore"):
         noise_term = np.where(noise_kept > 1, noise_spread**2 / (noise_kept - 1), 0.0)
         df = total**2 / (spread**2 / (kept - 1) + noise_term)
-        p = _t_p_value(difference / np.sqrt(total), df, upper_only)
+        t = difference / np.sqrt(total)
+        p = _t_p_value(t, df, upper_only)
     # Without any spread the data decide exactly: a change is certain, no change is none.
     decided = np.where(upper_only, difference > 0, difference != 0)
     p = np.where(total == 0, np.where(decided, 0.0, 1.0), p)
-    return np.where(kept > 1, p, np.nan)
+    t = np.where(total == 0, np.sign(difference) * np.where(difference != 0, np.inf, 0.0), t)
+    return np.where(kept > 1, t, np.nan), np.where(kept > 1, p, np.nan)
 
 
 def _bootstrap_effect_ci(

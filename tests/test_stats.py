@@ -19,7 +19,7 @@ from pipeline.stats import (
     unit_redundancy,
     unit_summary,
     unit_tuning,
-    yuen_p,
+    yuen_test,
 )
 
 MEASURES = ["object.x", "object.area", "object.hue", "background.luminance", "image.motion"]
@@ -349,13 +349,13 @@ def test_trimmed_mean_and_yuen_agree_with_scipy(size):
     noise = rng.standard_t(3, size=size + 3)
     np.testing.assert_allclose(trimmed_mean(values), scipy_stats.trim_mean(values, TRIM, axis=1))
     for upper_only in (False, True):
-        ours = yuen_p(values[None, :, :], noise[None, :].repeat(4, axis=0), np.full(4, upper_only))[0]
+        statistic, p = yuen_test(values[None, :, :], noise[None, :].repeat(4, axis=0), np.full(4, upper_only))
         alternative = "greater" if upper_only else "two-sided"
         reference = [
-            scipy_stats.ttest_ind(row, noise, equal_var=False, trim=TRIM, alternative=alternative).pvalue
-            for row in values
+            scipy_stats.ttest_ind(row, noise, equal_var=False, trim=TRIM, alternative=alternative) for row in values
         ]
-        np.testing.assert_allclose(ours, reference, rtol=1e-10)
+        np.testing.assert_allclose(p[0], [r.pvalue for r in reference], rtol=1e-10)
+        np.testing.assert_allclose(statistic[0], [r.statistic for r in reference], rtol=1e-10)
     # NaN padding (a unit with fewer samples) counts only the values present.
     padded = np.concatenate([values[:1], np.full((1, 3), np.nan)], axis=1)
     assert trimmed_mean(padded)[0] == pytest.approx(scipy_stats.trim_mean(values[0], TRIM))
