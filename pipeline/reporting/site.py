@@ -240,9 +240,10 @@ def index_page(
         "<h2>Two labels per unit</h2>",
         f"<p class='note'>{TWO_LABELS_NOTE}</p>",
         "<h2>Selective units per measure</h2>",
-        "<p class='note'>A unit is selective for a measure when its effect beats both null controls "
-        "(random directions, as they are or distance in w for distance, and re-rendering), its link column "
-        "is more than fitting noise, after Benjamini–Hochberg correction, and the effect is large enough.</p>",
+        "<p class='note'>A unit is selective for a measure when its sweep changes the measure across its "
+        "samples and its link column is more than fitting noise, after Benjamini–Hochberg correction, and "
+        "it moves the measure by enough random directions' spreads (as they are or distance in w for "
+        "distance).</p>",
         "<div class='row'>",
         table(
             ["measure", "selective", "of units", "increase", "decrease"],
