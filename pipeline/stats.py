@@ -386,8 +386,8 @@ def unit_summary(
       tells a unit the sweep moves from one it does not, whatever the layer; the floor only
       keeps units the sweep moves by a negligible share of the request. It must sit well
       below one: a sweep sets one unit and holds the rest, so of k copies of a function it
-      passes on about 1/k of the request (three copies: slopes 0.2-0.36 where single
-      copies reach 0.6-1.1).
+      passes on about 1/k of the request (three copies: slopes 0.14-0.37 where single
+      copies reach 0.44-1.12).
     - ``specificity``: the mean |change| of the tuned unit over the mean absolute change of
       all other units, both at the last step.
     - ``prob_change``: the mean change of the original class's probability, last minus first
