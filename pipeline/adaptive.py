@@ -18,20 +18,19 @@ A test (unit x measure) is decided after ``n_k`` of ``n`` samples when it is
   samples, the final trimmed change has predictive variance ``se_k^2 (1 - n_k / n)`` (the
   squared standard error now minus the final one, ``se_k^2 n_k / n``). From these come the
   optimistic final |effect| and the test statistics of :mod:`pipeline.stats`, and "could
-  become selective" means, in either comparison with random directions (as is or per unit
-  of w), |effect| reaching ``min_effect`` and t reaching the ``phi / 2`` quantile of t with
-  ``J - 1`` degrees of freedom (``p_random`` doubles the smaller p), Yuen's statistic against
-  the re-render chain reaching the ``phi`` quantile of the normal (its degrees of freedom
-  are unknown in advance, and the normal asks least), and the link-column p-value, which
-  no sample changes, being at most ``phi``. That prediction serves only the agreement with
-  the fixed design; the FDR rests on ``p > phi``;
+  become selective" means |effect| reaching ``min_effect`` in either comparison with random
+  directions (as is or per unit of w), the test of the change
+  (:func:`pipeline.stats.change_test`) reaching the ``phi`` quantile of the normal (its
+  degrees of freedom are unknown in advance, and the normal asks least), and the
+  link-column p-value, which no sample changes, being at most ``phi``. That prediction
+  serves only the agreement with the fixed design; the FDR rests on ``p > phi``;
 - *efficacious*: at a look with at least ``MIN_EFFICACY_SAMPLES`` samples (never the last),
   ``p <= c = efficacy_alpha / (N L)`` and ``|effect| >= min_effect``, with ``N`` the tests of
   the whole run (units x measures) and ``L`` the looks where efficacy may stop.
 
-A unit with several efficacious measures also waits until its top concept (the one
-:func:`pipeline.stats.unit_summary` picks) leads the runner-up by ``futility_z`` predictive
-standard deviations on each side, so the label it stops with is settled too.
+A unit with several efficacious measures does not stop early: which of them
+:func:`pipeline.stats.unit_summary` names (by how reliably and how far the sweep moves each,
+the latter on the natural scale of the final analysis) is settled only by every sample.
 
 Why the FDR holds. Call a test a discovery when its BH ``q <= q_level`` (selective adds
 ``|effect| >= min_effect`` in both designs alike). Compare the final analysis with a
@@ -175,20 +174,19 @@ class SequentialTest:
         }
         self.n_directions = self.direction_nulls[AS_IS][3]
         chain = null_changes.loc[null_changes["control"] == RERENDER, self.measures].to_numpy(np.float64).T
-        self.rerender_change = trimmed_mean(chain)
-        self.rerender_variance = np.nan_to_num(trimmed_mean_variance(chain)[0])
         self.upper_only = upper_tailed(self.measures)
+        # pipeline.stats.change_test: signed measures against no change, magnitudes against the chain.
+        self.reference_change = np.where(self.upper_only, trimmed_mean(chain), 0.0)
+        self.reference_variance = np.where(self.upper_only, np.nan_to_num(trimmed_mean_variance(chain)[0]), 0.0)
         self.is_motion = np.array([quantity_of(m) in RELATIVE_QUANTITIES for m in self.measures])
         tail = np.where(self.upper_only, design.futility_p, design.futility_p / 2)
-        # p_random doubles the smaller p of its two comparisons.
-        self.t_needed = scipy_stats.t.isf(tail / 2, self.n_directions - 1)
         self.z_needed = scipy_stats.norm.isf(tail)
 
     def decide(self, changes: pd.DataFrame, look: int) -> pd.DataFrame:
         """One row per unit x measure of ``changes`` (the samples of looks ``0..look``).
 
-        Columns: ``unit``, ``measure``, ``effect``, ``p``, ``effect_sd`` (the predictive
-        standard deviation of the final effect) and ``decision`` (futile, efficacious, open).
+        Columns: ``unit``, ``measure``, ``effect``, ``p`` and ``decision`` (futile,
+        efficacious, open).
         """
         design = self.design
         concepts = unit_concepts(
@@ -205,10 +203,9 @@ class SequentialTest:
         def column(name: str) -> np.ndarray:
             return concepts[name].to_numpy(np.float64).reshape(shape)
 
-        effect, p, change, distance, link_p, scale = (
-            column(c) for c in ("effect", "p", "trimmed_change", "w_distance", "p_link", "null_scale")
+        effect, p, change, distance, link_p = (
+            column(c) for c in ("effect", "p", "trimmed_change", "w_distance", "p_link")
         )
-        per_w = concepts["compared"].to_numpy().reshape(shape) == PER_W
         per_sample = measure_changes(changes, self.measures, by=("unit", "sample"))
         variance = np.stack(
             [trimmed_mean_variance(g[self.measures].to_numpy(np.float64).T)[0] for _, g in per_sample.groupby("unit")]
@@ -221,25 +218,20 @@ class SequentialTest:
             return np.where(self.upper_only, shift, np.abs(shift)) + design.futility_z * sd
 
         def beats_directions(footing: str, divisor: np.ndarray | float) -> np.ndarray:
-            """Whether the comparison with random directions on ``footing`` could still pass."""
-            null_mean, null_sd, null_noise, n_directions = self.direction_nulls[footing]
+            """Whether the effect against random directions on ``footing`` could still reach ``min_effect``."""
+            null_mean, null_sd = self.direction_nulls[footing][:2]
             shift = optimistic(change / divisor - null_mean, future_sd / divisor)
-            excess = np.clip(final_variance / divisor**2 - null_noise, 0.0, None)
-            return (shift / null_sd >= design.min_effect) & (
-                shift / np.sqrt(null_sd**2 * (1 + 1 / n_directions) + excess) >= self.t_needed
-            )
+            return shift / null_sd >= design.min_effect
 
-        # Random directions are compared as is and per unit of w (pipeline.stats), the
-        # re-render chain as is.
+        # Random directions are compared as is and per unit of w (pipeline.stats).
         with np.errstate(invalid="ignore", divide="ignore"):
-            rerender_shift = optimistic(change - self.rerender_change, future_sd)
+            change_shift = optimistic(change - self.reference_change, future_sd)
             reachable = (
                 (beats_directions(AS_IS, 1.0) | beats_directions(PER_W, distance))
-                & (rerender_shift / np.sqrt(final_variance + self.rerender_variance) >= self.z_needed)
+                & (change_shift / np.sqrt(final_variance + self.reference_variance) >= self.z_needed)
                 # The link's column is fixed: more samples cannot make it more than fitting noise.
                 & ~(link_p > design.futility_p)
             )
-            effect_sd = future_sd / np.where(per_w, distance, 1.0) / scale
         # NaN comparisons are false: a test without a p-value yet stays open.
         futile = ~reachable & (p > design.futility_p)
         efficacious = (look in design.efficacy_looks) & (p <= design.efficacy_p) & (np.abs(effect) >= design.min_effect)
@@ -250,7 +242,6 @@ class SequentialTest:
                 "measure": concepts["measure"].to_numpy(),
                 "effect": effect.ravel(),
                 "p": p.ravel(),
-                "effect_sd": effect_sd.ravel(),
                 "decision": decision.ravel(),
             }
         )
@@ -258,22 +249,14 @@ class SequentialTest:
     def stopping(self, decisions: pd.DataFrame) -> np.ndarray:
         """Units whose every measure is decided and whose top concept is settled."""
         stops = []
-        z = self.design.futility_z
         for unit, rows in decisions.groupby("unit", sort=True):
             if (rows["decision"] == OPEN).any():
                 continue
             chosen = rows["decision"].to_numpy() == EFFICACIOUS
-            if chosen.sum() > 1:
-                magnitude = rows["effect"].abs().to_numpy()
-                motion = self.is_motion[chosen]
-                # unit_summary ranks motion last: it says how much moved, not what changed.
-                rivals = chosen.nonzero()[0][motion == motion.min()]
-                ranked = rivals[np.argsort(-magnitude[rivals], kind="stable")]
-                if len(ranked) > 1:
-                    sd = rows["effect_sd"].to_numpy()
-                    top, rest = ranked[0], ranked[1:]
-                    if not np.all(magnitude[top] - z * sd[top] > magnitude[rest] + z * sd[rest]):
-                        continue
+            # unit_summary ranks motion last: it says how much moved, not what changed.
+            motion = self.is_motion[chosen]
+            if motion.size and (motion == motion.min()).sum() > 1:
+                continue
             stops.append(unit)
         return np.asarray(stops, dtype=np.int64)
 

@@ -54,11 +54,20 @@ def find_concepts(
     nulls = read_parquet(nulls_path)
     selected = selected_measures(changes.columns, measures)
     column_p = read_parquet(link_units_path).set_index("unit")["p"]
+    observed = read_parquet(observed_path)
+    natural_scale = observed[[m for m in selected if m in observed.columns]].std()
     concepts = unit_concepts(
-        changes, nulls, selected, n_boot=n_boot, seed=seed, q=q, min_effect=min_effect, column_p=column_p
+        changes,
+        nulls,
+        selected,
+        n_boot=n_boot,
+        seed=seed,
+        q=q,
+        min_effect=min_effect,
+        column_p=column_p,
+        natural_scale=natural_scale,
     )
     units = np.sort(changes["unit"].unique())
-    observed = read_parquet(observed_path)
     activations, _ = read_zarr(activations_path, ["r"])
     layer = activations["r"][observed["sample"].to_numpy()]
     tuning = unit_tuning(
