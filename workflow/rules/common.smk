@@ -3,6 +3,7 @@ import sys
 
 from pipeline.locks import clear_stale_lock, is_locked
 from pipeline.models import describe_model, spec_weights_sha256
+from pipeline.models.builtin import builtin_world
 from pipeline.provenance import dependents, recorded_inputs
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
@@ -47,6 +48,12 @@ def segmentation_labels_dir():
 
 
 SEGMENTATION_MODEL = trained_model(config["segmentation"], config["generator"], RESULTS)
+# What the regions of every measured render come from, as the run's outputs record it.
+REGION_SOURCE = "segmentation" if SEGMENTATION_MODEL else "saliency"
+
+# The procedural world the generator renders (None for a generator that is not builtin):
+# its class manifest and factors are the ground truth of the checks that need one.
+GENERATOR_WORLD = builtin_world(config["generator"])
 
 
 def segmentation_input():
@@ -157,13 +164,24 @@ def runs_validation():
     return config["validation"]["enabled"] and not validates_concepts()
 
 
-def validation_outputs():
-    """The validation.json that scores this run's concepts on planted units, if there is one."""
+def planted_scores():
+    """The validation.json that scores this run's concepts on planted units, or None."""
     if validates_concepts():
-        return [f"{RESULTS}/concepts/validation.json"]
+        return f"{RESULTS}/concepts/validation.json"
     if runs_validation():
-        return [f"{RESULTS}/validation/concepts/validation.json"]
-    return []
+        return f"{RESULTS}/validation/concepts/validation.json"
+    return None
+
+
+def validation_outputs():
+    """The run's validation.json, the planted scores with the world's ground truth beside them, if there is one."""
+    return [f"{RESULTS}/validation/validation.json"] if planted_scores() else []
+
+
+def factor_encoding_outputs():
+    """The table of how well the layer encodes each world factor: only a builtin generator
+    knows the factors of its latents."""
+    return [f"{RESULTS}/concepts/factor_encoding.parquet"] if GENERATOR_WORLD else []
 
 
 def final_outputs():
@@ -182,6 +200,7 @@ def final_outputs():
     ]
     if SEGMENTATION_LABELS:
         outputs.append(f"{RESULTS}/segmentation/metrics.json")
+    outputs += factor_encoding_outputs()
     outputs += validation_outputs()
     if config["tuning"]["keep_renders"]:
         outputs += chunk_files(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")
