@@ -3,6 +3,7 @@ import sys
 
 from pipeline.locks import clear_stale_lock, is_locked
 from pipeline.models import describe_model, spec_weights_sha256
+from pipeline.models.registry import ModelSpecError
 from pipeline.models.builtin import builtin_world
 from pipeline.provenance import dependents, recorded_inputs
 from pipeline.stages.common import code_version
@@ -16,6 +17,7 @@ from pipeline.stages.config import (
     check_writable,
     chunk_units,
     select_units,
+    stop_on,
 )
 from pipeline.store import ArtifactError, discard_damaged, discard_temporaries
 
@@ -35,11 +37,19 @@ wildcard_constraints:
     chunk=r"\d+",
 
 
-try:
-    # Checked here, so bad labels stop the run before any job starts.
+def generator_world():
+    """The procedural world the generator renders, None for a generator that is not builtin:
+    its class manifest and factors are the ground truth of the checks that need one."""
+    try:
+        return builtin_world(config["generator"])
+    except ModelSpecError as error:
+        raise ModelSpecError(f"generator.{error}") from None
+
+
+# Checked here, so a bad generator name or bad labels stop the run before any job starts.
+with stop_on(ModelSpecError, LabelsError):
+    GENERATOR_WORLD = generator_world()
     SEGMENTATION_LABELS = check_segmentation(config["segmentation"], config["generator"])
-except LabelsError as error:
-    raise ConfigError(str(error)) from None
 
 
 def segmentation_labels_dir():
@@ -50,10 +60,6 @@ def segmentation_labels_dir():
 SEGMENTATION_MODEL = trained_model(config["segmentation"], config["generator"], RESULTS)
 # What the regions of every measured render come from, as the run's outputs record it.
 REGION_SOURCE = "segmentation" if SEGMENTATION_MODEL else "saliency"
-
-# The procedural world the generator renders (None for a generator that is not builtin):
-# its class manifest and factors are the ground truth of the checks that need one.
-GENERATOR_WORLD = builtin_world(config["generator"])
 
 
 def segmentation_input():
