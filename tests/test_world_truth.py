@@ -12,7 +12,7 @@ from pipeline.measures import measure_names
 from pipeline.stages.encoding import COLUMNS, encoding_table, factor_kinds, ridge_predictions
 from pipeline.stages.world_truth import defining_measures, label_agreement, summarise_validation
 from pipeline.store import write_json, write_parquet
-from pipeline.world import ClassManifest, class_manifest, part_names, register_manifest
+from pipeline.world import ClassManifest, breeds, class_manifest, part_names, register_manifest
 
 TOY = ClassManifest(
     classes=("short", "long", "floppy"),
@@ -102,6 +102,8 @@ def test_factor_kinds_come_from_the_manifest():
         "x": "nuisance",
     }
     assert set(factor_kinds("shapes", ["size", "hue"]).values()) == {"nuisance"}
+    kinds = factor_kinds("breeds", list(breeds.FACTORS))
+    assert [name for name, kind in kinds.items() if kind == "breed"] == list(breeds.BREED_FACTORS)
 
 
 def test_ridge_with_one_strength_is_the_closed_form():
