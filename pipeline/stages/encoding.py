@@ -8,8 +8,8 @@ show, and a factor spread thinly over many units (large ``layer_r2``, few
 
 Every probe is fitted on the accepted train samples and scored on the accepted test
 samples, so each R² is held out. The layer's probe is a ridge regression on all
-standardised units, its strength chosen per factor by exact leave-one-out error on the
-train samples; a unit's probe is a straight line on that unit alone. Breed factors differ
+standardised units, its strength chosen per factor by leave-one-out error on the train
+samples (the hat-matrix shortcut); a unit's probe is a straight line on that unit alone. Breed factors differ
 between classes by design, so a pooled R² also counts units that only tell the classes
 apart; the ``within_class`` columns take each class's train means out of both the units
 and the factor first and so count what the layer carries beyond the class.
