@@ -92,6 +92,10 @@ CASES = {
         with_changes(classifier={**harness.TINY_CONFIG["classifier"], "path": "corrupt.pt"}),
         "classifier.path: corrupt.pt is not a TorchScript archive",
     ),
+    "unknown builtin generator": (
+        with_changes(generator={"kind": "builtin", "name": "nope-generator"}),
+        "generator.name: unknown builtin model 'nope-generator'",
+    ),
     "missing pickle": (with_changes(generator=stylegan("missing.pkl")), "generator.path: network pickle 'missing.pkl'"),
     "corrupt pickle": (with_changes(generator=stylegan("corrupt.pkl")), "generator.path: cannot unpickle corrupt.pkl"),
     "generator output not [B,3,H,W]": (

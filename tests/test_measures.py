@@ -12,7 +12,6 @@ from torch import nn
 
 from pipeline.measures import (
     CIRCULAR_QUANTITIES,
-    load_segmenter,
     measure_changes,
     measure_names,
     measure_sweeps,
@@ -236,54 +235,3 @@ def test_object_masks_find_the_object_without_labels(classifier, method):
 def test_object_masks_refuse_a_cam_without_a_linear_head():
     with pytest.raises(ValueError, match="cam"):
         object_masks(GradientOnly(), torch.rand(2, 3, 16, 16), torch.zeros(2, dtype=torch.long), method="cam")
-
-
-class HalvesSegmenter(nn.Module):
-    """Label 1 for the top half, 2 for the bottom half."""
-
-    part_names = ["top", "bottom"]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        labels = torch.ones(x.shape[0], x.shape[2], x.shape[3], dtype=torch.long)
-        labels[:, x.shape[2] // 2 :] = 2
-        return labels
-
-
-def halves_segmenter() -> HalvesSegmenter:
-    return HalvesSegmenter()
-
-
-class ScoresSegmenter(nn.Module):
-    """Scores [B, 2, H, W]: channel 1 (the part) wins on the left third."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = torch.zeros(x.shape[0], 2, x.shape[2], x.shape[3])
-        scores[:, 1, :, : x.shape[3] // 3] = 1.0
-        return scores
-
-
-@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-def test_user_segmenters_become_part_regions(tmp_path):
-    images, labels, factors = sample(4, seed=6, image_size=32)
-    segmenter = load_segmenter({"kind": "python", "entrypoint": "tests.test_measures:halves_segmenter"})
-    parts = segmenter.part_masks(images)
-    assert list(parts) == ["top", "bottom"]
-    part_masks = {name: mask.numpy().reshape(4, 1, 32, 32) for name, mask in parts.items()}
-    table = measure_sweeps(to_uint8(images)[:, None], np.zeros((4, 1, 32, 32), dtype=bool), part_masks)
-    assert list(table.columns) == measure_names(["top", "bottom"])
-    assert table["part:top.area"].tolist() == pytest.approx([0.5] * 4)
-    assert table["part:top.y"].tolist() == pytest.approx([0.25] * 4)
-    assert table["part:bottom.y"].tolist() == pytest.approx([0.75] * 4)
-
-    path = tmp_path / "segmenter.pt"
-    torch.jit.script(ScoresSegmenter()).save(str(path))
-    scripted = load_segmenter({"kind": "torchscript", "path": str(path), "part_names": ["left"]})
-    left = scripted.part_masks(images)["left"]
-    assert left[:, :, :10].all() and not left[:, :, 11:].any()
-
-    with pytest.raises(ValueError, match="segmenter.path"):
-        load_segmenter({"kind": "torchscript", "path": str(tmp_path / "missing.pt"), "part_names": ["a"]})
-    with pytest.raises(ValueError, match="part_names"):
-        load_segmenter({"kind": "torchscript", "path": str(path)})
-    with pytest.raises(ValueError, match="segmenter.kind"):
-        load_segmenter({"kind": "onnx"})

@@ -363,7 +363,14 @@ def test_parts_appear_when_the_run_has_them(report, tmp_path):
         }
     )
     write_parquet(run / "concepts/factor_encoding.parquet", factors)
-    validation = VALIDATION | {"breed_defining_share": 0.75, "breed_defining_labelled": 3, "labelled_units": 4}
+    world = {
+        "name": "breeds",
+        "regions": "segmentation",
+        "defining_measures": ["part:ear.area"],
+        "unique": {"breed_defining_share": 0.75, "breed_defining_labelled": 3, "labelled_units": 4},
+        "tuning": {"breed_defining_share": 0.5, "breed_defining_labelled": 5, "labelled_units": 10},
+    }
+    validation = VALIDATION | {"world": world}
     write_json(run / "concepts/validation.json", validation)
 
     site = tmp_path / "site"
@@ -389,6 +396,7 @@ def test_parts_appear_when_the_run_has_them(report, tmp_path):
     assert "K = 8 labelled renders; held-out mean IoU 0.83 on 200 renders" in index
     manifest = index.split("id='manifest'")[1].split("<h2")[0]
     assert ">0.75<" in manifest and ">3<" in manifest and ">4<" in manifest
+    assert "tuning label: labelled units" in manifest and ">10<" in manifest
     assert "breed_defining_share" not in index.split("Validation on planted units")[1]
     table = index.split("id='factors'")[1].split("<h2")[0]
     assert "ear_length" in table and ">0.91<" in table and f"units/{unit}.html" in table and ">14<" in table

@@ -279,11 +279,14 @@ def test_workflow_measures_parts_of_stylegan_renders_and_stops_on_bad_labels(tmp
     metrics = json.loads((results / "segmentation/metrics.json").read_text())
     assert (metrics["train"], metrics["held_out"]) == (8, 16)
     import pandas as pd
+    import pyarrow.parquet
 
     changes = pd.read_parquet(results / "tables/activation_changes.parquet")
     nulls = pd.read_parquet(results / "tables/null_controls.parquet")
     counterfactuals = pd.read_parquet(results / "counterfactuals/0-1.parquet")
     assert {"part:middle.area", "part:bright.luminance"} <= set(counterfactuals.columns)
+    observed = pyarrow.parquet.read_schema(results / "tables/sample_measures.parquet").metadata
+    assert observed[b"regions"] == b"segmentation"
     for table in (changes, nulls):
         assert {"part:middle.area", "part:bright.dx", "part:bright.major"} <= set(table.columns)
         union = table["part:middle.area"] + table["part:bright.area"]

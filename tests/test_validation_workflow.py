@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.models.builtin import weights_path
 from pipeline.stages.config import load_schema, validate_config
+from pipeline.stages.encoding import COLUMNS as ENCODING_COLUMNS
 from pipeline.stages.nulls import (
     link_standardisation,
     random_directions,
@@ -116,6 +117,10 @@ def test_validation_enabled_runs_the_workflow_again_beside_the_run_on_planted_un
     for stage in ("sample", "extract", "link", "perturb", "measure", "null_controls", "concepts", "validation"):
         assert f"rule validation_{stage}:" in scheduled, stage
     assert "results/tiny/validation/concepts/validation.json" in scheduled
+    # The report's validation.json: the nested scores with the world's truth beside them.
+    assert "rule ground_truth:" in scheduled and "results/tiny/validation/validation.json" in scheduled
+    # A generator that is not builtin knows no world factors and gets saliency regions.
+    assert "rule factor_encoding:" not in scheduled and "rule segmentation:" not in scheduled
     assert "rule validation_counterfactuals:" not in scheduled and "rule validation_report:" not in scheduled
     # The planted units and null units follow the tiny classifier's six units.
     nested = planted_run_config(validate_config(config, load_schema(SCHEMA)), base_units=6)
@@ -149,3 +154,22 @@ def test_planted_units_get_their_measure_and_null_units_stay_unselected(tmp_path
     span = typical_span(standardised_ranges(pd.read_parquet(results / "units/ranges.parquet"), mean, std))
     lengths = directions.groupby("unit")["requested"].agg(lambda requested: requested.max() - requested.min())
     np.testing.assert_allclose(lengths, span, rtol=1e-5)
+
+    # By default (segmentation.labels: auto) the builtin generator's world labels a segmenter,
+    # and the validation.json the report reads keeps the scores and adds the world's truth.
+    assert (results / "segmentation/metrics.json").is_file()
+    run_validation = json.loads((results / "validation/validation.json").read_text())
+    assert {key: value for key, value in run_validation.items() if key != "world"} == validation
+    world = run_validation["world"]
+    assert world["name"] == "shapes" and world["regions"] == "segmentation" and world["defining_measures"] == []
+    # Only planted and null units were swept, so none of the classifier's own is labelled.
+    assert world["unique"] == {"breed_defining_share": None, "breed_defining_labelled": None, "labelled_units": 0}
+
+    # The planted units are known functions of the rendered object: its x and y factors.
+    encoding = pd.read_parquet(results / "concepts/factor_encoding.parquet")
+    assert list(encoding.columns) == list(ENCODING_COLUMNS) and set(encoding["kind"]) == {"nuisance"}
+    encoding = encoding.set_index("factor")
+    planted_unit = {row["name"]: row["unit"] for row in validation["units"]}
+    for factor in ("x", "y"):
+        assert encoding.loc[factor, "best_unit"] == planted_unit[f"planted:object_{factor}:0"]
+        assert encoding.loc[factor, "best_unit_r2"] > 0.9 and encoding.loc[factor, "layer_r2"] > 0.9

@@ -23,8 +23,6 @@ from pipeline.measures.image import (
 )
 from pipeline.measures.motion import MOTION_QUANTITIES
 from pipeline.measures.regions import (
-    Segmenter,
-    load_segmenter,
     object_masks,
     otsu_thresholds,
     regions_from_labels,
@@ -40,8 +38,6 @@ __all__ = [
     "PART_GEOMETRY_QUANTITIES",
     "RELATIVE_QUANTITIES",
     "SHAPE_QUANTITIES",
-    "Segmenter",
-    "load_segmenter",
     "measure_changes",
     "measure_names",
     "measure_sweeps",

@@ -45,16 +45,12 @@ Failure modes, each visible in the measures as NaN or implausible areas:
 Where a segmentation is configured (:mod:`pipeline.segmentation`: a few-shot pixel
 classifier on the generator's own features), none of the above runs: each render's label
 map gives the regions (:func:`regions_from_labels`), and the object is the union of its
-parts. The saliency path is the fallback for runs without a segmentation. User segmenters
-(``load_segmenter``) return a label map per image; each label becomes a region
-``part:<name>``.
+parts. The saliency path is the fallback for runs without a segmentation.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -261,67 +257,3 @@ def _refine_by_colour(
     if border_limit is not None:
         usable &= _border(mask[:, None].float())[:, 0].mean(dim=1) <= border_limit
     return torch.where(usable[:, None, None], mask, seed)
-
-
-class Segmenter:
-    """A user's part segmenter: images float [B, 3, H, W] in [0, 1] -> label maps.
-
-    Label 0 is "no part"; label ``k`` is ``part_names[k - 1]``. The model returns either
-    integer label maps ``[B, H, W]`` or scores ``[B, 1 + len(part_names), H, W]``.
-    """
-
-    def __init__(self, model: Any, part_names: Sequence[str], source: str):
-        if not part_names or len(set(part_names)) != len(part_names):
-            raise ValueError(f"{source}: part_names must be a non-empty list of distinct names, got {part_names!r}")
-        self.model = model
-        self.part_names = [str(name) for name in part_names]
-        self.source = source
-
-    @torch.no_grad()
-    def label_maps(self, images: torch.Tensor) -> torch.Tensor:
-        output = self.model(images)
-        if output.ndim == 4:
-            output = output.argmax(dim=1)
-        if output.ndim != 3 or output.shape[1:] != images.shape[2:]:
-            raise ValueError(
-                f"{self.source}: expected label maps [B, H, W] or scores [B, K, H, W] at the image size, "
-                f"got {list(output.shape)} for images {list(images.shape)}"
-            )
-        return output.long()
-
-    def part_masks(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{part name: bool [B, H, W]}``, ready for ``measure_sweeps(part_masks=...)``."""
-        labels = self.label_maps(images)
-        return {name: labels == k + 1 for k, name in enumerate(self.part_names)}
-
-
-def load_segmenter(spec: Mapping[str, Any]) -> Segmenter:
-    """Load ``{kind: torchscript, path, part_names}`` or ``{kind: python, entrypoint, kwargs}``.
-
-    A Python factory returns a callable with a ``part_names`` attribute (or the spec gives
-    ``part_names``); a TorchScript module needs ``part_names`` in the spec.
-    """
-    if not isinstance(spec, Mapping) or "kind" not in spec:
-        raise ValueError(f"segmenter: a spec needs a 'kind' key, got {spec!r}")
-    kind = spec["kind"]
-    if kind == "torchscript":
-        path = Path(str(spec.get("path", "")))
-        if not path.is_file():
-            raise ValueError(f"segmenter.path: TorchScript file {str(path)!r} not found")
-        model = torch.jit.load(str(path), map_location="cpu").eval()
-        return Segmenter(model, spec.get("part_names") or [], f"segmenter {path.name}")
-    if kind == "python":
-        entrypoint = spec.get("entrypoint")
-        if not isinstance(entrypoint, str) or ":" not in entrypoint:
-            raise ValueError(f"segmenter.entrypoint: expected 'package.module:factory', got {entrypoint!r}")
-        module_name, _, attr = entrypoint.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise ValueError(f"segmenter.entrypoint: cannot import {entrypoint!r}: {error}") from error
-        model = factory(**dict(spec.get("kwargs") or {}))
-        if hasattr(model, "eval"):
-            model.eval()
-        part_names = spec.get("part_names") or getattr(model, "part_names", None) or []
-        return Segmenter(model, part_names, f"segmenter {entrypoint}")
-    raise ValueError(f"segmenter.kind: unknown kind {kind!r}; known: python, torchscript")

@@ -53,7 +53,7 @@ LINK_METRICS = (
 )
 # The figures of the labels against a world's manifest, when validation.json has them.
 MANIFEST_FIGURES = (
-    ("breed_defining_share", "labelled units whose label is a breed-defining part measure (share)"),
+    ("breed_defining_share", "share of labelled units whose label is a breed-defining part measure"),
     ("breed_defining_labelled", "labelled units whose label is a breed-defining part measure"),
     ("labelled_units", "labelled units"),
 )
@@ -326,10 +326,16 @@ def part_label_values(context: _Context) -> dict[str, list[tuple]]:
 
 
 def manifest_values(validation: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
-    """The figures of the labels against the world's manifest that ``validation`` has."""
-    if not validation:
-        return []
-    return [(text, validation[key]) for key, text in MANIFEST_FIGURES if key in validation]
+    """The figures of each label against the world's manifest, from ``validation["world"]``
+    (see :mod:`pipeline.stages.world_truth`), where the world has a manifest."""
+    world = (validation or {}).get("world") or {}
+    rows = []
+    for label in ("unique", "tuning"):
+        figures = world.get(label) or {}
+        if figures.get("breed_defining_labelled") is None:
+            continue
+        rows += [(f"{label} label: {text}", figures[key]) for key, text in MANIFEST_FIGURES if key in figures]
+    return rows
 
 
 def factor_values(path: Path, context: _Context) -> dict[str, Any] | None:
@@ -359,13 +365,10 @@ def validation_values(validation: Mapping[str, Any], planted: pd.DataFrame, cont
     developed on it; its per-unit rows (planted unit, true measure, both labels) as a
     figure of hits per true measure and a table.
     """
-    manifest_keys = {key for key, _ in MANIFEST_FIGURES}
     return {
         "development": bool(validation.get("development_set")),
         "function_set": validation.get("function_set"),
-        "scalars": [
-            (k, v) for k, v in validation.items() if not isinstance(v, (list, dict)) and k not in manifest_keys
-        ],
+        "scalars": [(k, v) for k, v in validation.items() if not isinstance(v, (list, dict))],
         "planted": [
             (
                 context.unit_link(int(r["unit"]), ""),

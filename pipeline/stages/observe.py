@@ -39,7 +39,8 @@ def measure_samples(
     segmentation_path: str | Path | None = None,
 ) -> None:
     """Write ``tables/sample_measures.parquet``: ``sample``, ``class`` and every image measure,
-    in the regions the sweeps use (the part segmenter's with ``segmentation_path``)."""
+    in the regions the sweeps use (the part segmenter's with ``segmentation_path``); its
+    metadata key ``regions`` says which (``segmentation`` or ``saliency``)."""
     latents, _ = read_zarr(latents_path, ["w", "class"])
     activations, _ = read_zarr(activations_path, ["accepted"])
     rows = observed_rows(latents["class"], activations["accepted"], per_class)
@@ -52,10 +53,11 @@ def measure_samples(
         keep_images=True,
         mask_classes=torch.from_numpy(classes),
     )
-    part_names = region_attrs(loaded.segmenter).get("part_names", ())
+    regions = region_attrs(loaded.segmenter)
+    part_names = regions.get("part_names", ())
     measures = measure_regions(encoded.images[:, None], encoded.masks[:, None], part_names)
     table = pd.concat(
         [pd.DataFrame({"sample": rows.astype(np.int64), "class": classes.astype(np.int64)}), measures], axis=1
     )
     log.info("observe: %d samples measured, %d measures", len(table), measures.shape[1])
-    write_parquet(out_path, table)
+    write_parquet(out_path, table, metadata={"regions": regions["regions"]})

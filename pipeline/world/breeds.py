@@ -418,18 +418,21 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
 
 
 # Measures that read each breed factor, and whether they grow (+1) or shrink (-1) with it,
-# all else equal. tests/test_world_breeds.py checks every sign on rendered images.
+# all else equal: the part's own geometry (its ellipse's axes, its centre relative to the
+# figure's, as the part segmentation measures them) and its colour. The four legs' union is
+# wider than tall, so longer legs lengthen its minor axis. tests/test_world_breeds.py checks
+# every sign on rendered images.
 FACTOR_MEASURES: dict[str, dict[str, int]] = {
-    "body_length": {"part:body.area": 1, "part:body.eccentricity": 1},
-    "body_height": {"part:body.area": 1, "part:body.eccentricity": -1},
-    "leg_length": {"part:leg.area": 1, "part:leg.y": 1},
-    "tail_length": {"part:tail.area": 1, "part:tail.eccentricity": 1},
-    "tail_angle": {"part:tail.y": -1},
-    "head_size": {"part:head.area": 1, "part:snout.area": 1},
-    "snout_length": {"part:snout.area": 1, "part:snout.eccentricity": 1},
-    "ear_length": {"part:ear.area": 1, "part:ear.eccentricity": 1},
-    "ear_droop": {"part:ear.y": 1},
-    "eye_size": {"part:eye.area": 1},
+    "body_length": {"part:body.area": 1, "part:body.eccentricity": 1, "part:body.major": 1},
+    "body_height": {"part:body.area": 1, "part:body.eccentricity": -1, "part:body.minor": 1},
+    "leg_length": {"part:leg.area": 1, "part:leg.y": 1, "part:leg.minor": 1},
+    "tail_length": {"part:tail.area": 1, "part:tail.eccentricity": 1, "part:tail.major": 1},
+    "tail_angle": {"part:tail.y": -1, "part:tail.dy": -1},
+    "head_size": {"part:head.area": 1, "part:head.major": 1, "part:head.minor": 1, "part:snout.area": 1},
+    "snout_length": {"part:snout.area": 1, "part:snout.eccentricity": 1, "part:snout.major": 1},
+    "ear_length": {"part:ear.area": 1, "part:ear.eccentricity": 1, "part:ear.major": 1},
+    "ear_droop": {"part:ear.y": 1, "part:ear.dy": 1},
+    "eye_size": {"part:eye.area": 1, "part:eye.major": 1, "part:eye.minor": 1},
     "coat_hue": {"part:body.hue": 1, "part:head.hue": 1, "part:body.redness": -1},
     "coat_saturation": {"part:body.saturation": 1, "part:head.saturation": 1, "part:body.redness": 1},
     "coat_value": {"part:body.luminance": 1, "part:head.luminance": 1, "part:ear.luminance": 1},

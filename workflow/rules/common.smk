@@ -3,6 +3,8 @@ import sys
 
 from pipeline.locks import clear_stale_lock, is_locked
 from pipeline.models import describe_model, spec_weights_sha256
+from pipeline.models.registry import ModelSpecError
+from pipeline.models.builtin import builtin_world
 from pipeline.provenance import dependents, recorded_inputs
 from pipeline.reporting.render import templates_version
 from pipeline.stages.common import code_version
@@ -16,6 +18,7 @@ from pipeline.stages.config import (
     check_writable,
     chunk_units,
     select_units,
+    stop_on,
 )
 from pipeline.store import ArtifactError, discard_damaged, discard_temporaries
 
@@ -35,11 +38,19 @@ wildcard_constraints:
     chunk=r"\d+",
 
 
-try:
-    # Checked here, so bad labels stop the run before any job starts.
+def generator_world():
+    """The procedural world the generator renders, None for a generator that is not builtin:
+    its class manifest and factors are the ground truth of the checks that need one."""
+    try:
+        return builtin_world(config["generator"])
+    except ModelSpecError as error:
+        raise ModelSpecError(f"generator.{error}") from None
+
+
+# Checked here, so a bad generator name or bad labels stop the run before any job starts.
+with stop_on(ModelSpecError, LabelsError):
+    GENERATOR_WORLD = generator_world()
     SEGMENTATION_LABELS = check_segmentation(config["segmentation"], config["generator"])
-except LabelsError as error:
-    raise ConfigError(str(error)) from None
 
 
 def segmentation_labels_dir():
@@ -48,6 +59,8 @@ def segmentation_labels_dir():
 
 
 SEGMENTATION_MODEL = trained_model(config["segmentation"], config["generator"], RESULTS)
+# What the regions of every measured render come from, as the run's outputs record it.
+REGION_SOURCE = "segmentation" if SEGMENTATION_MODEL else "saliency"
 
 
 def segmentation_input():
@@ -158,23 +171,24 @@ def runs_validation():
     return config["validation"]["enabled"] and not validates_concepts()
 
 
-def validation_outputs():
-    """The validation.json that scores this run's concepts on planted units, if there is one."""
+def planted_scores():
+    """The validation.json that scores this run's concepts on planted units, or None."""
     if validates_concepts():
-        return [f"{RESULTS}/concepts/validation.json"]
+        return f"{RESULTS}/concepts/validation.json"
     if runs_validation():
-        return [f"{RESULTS}/validation/concepts/validation.json"]
-    return []
+        return f"{RESULTS}/validation/concepts/validation.json"
+    return None
 
 
-FACTOR_ENCODING = f"{RESULTS}/concepts/factor_encoding.parquet"
+def validation_outputs():
+    """The run's validation.json, the planted scores with the world's ground truth beside them, if there is one."""
+    return [f"{RESULTS}/validation/validation.json"] if planted_scores() else []
 
 
-def concepts_extras():
-    """The concepts' optional tables the report shows, as inputs when a rule of this workflow writes them
-    (called from rule report, after every rule that could write them is defined)."""
-    written = {str(path) for rule in workflow.rules for path in rule.output}
-    return {"factor_encoding": FACTOR_ENCODING} if FACTOR_ENCODING in written else {}
+def factor_encoding_outputs():
+    """The table of how well the layer encodes each world factor: only a builtin generator
+    knows the factors of its latents."""
+    return [f"{RESULTS}/concepts/factor_encoding.parquet"] if GENERATOR_WORLD else []
 
 
 def final_outputs():
@@ -193,6 +207,7 @@ def final_outputs():
     ]
     if SEGMENTATION_LABELS:
         outputs.append(f"{RESULTS}/segmentation/metrics.json")
+    outputs += factor_encoding_outputs()
     outputs += validation_outputs()
     if config["tuning"]["keep_renders"]:
         outputs += chunk_files(f"{RESULTS}/renders/chunk-{{chunk}}.zarr")

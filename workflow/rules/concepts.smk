@@ -77,3 +77,50 @@ rule validation:
         CONDA_ENV
     script:
         "../scripts/validation.py"
+
+
+# The validation.json that rule all and the report read: the planted scores as they are, and
+# how many of the classifier's own labelled units read a part that tells its classes apart.
+if planted_scores():
+
+    rule ground_truth:
+        input:
+            scores=planted_scores(),
+            summary=f"{RESULTS}/concepts/unit_summary.parquet",
+        output:
+            f"{RESULTS}/validation/validation.json",
+        log:
+            f"{LOGS}/ground_truth.log",
+        params:
+            world=GENERATOR_WORLD,
+            regions=REGION_SOURCE,
+            code=stage_code("stages.world_truth"),
+        threads: 1
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/ground_truth.py"
+
+
+# How well the classifier's layer encodes each world factor, by linear probes of r.
+if GENERATOR_WORLD:
+
+    rule factor_encoding:
+        input:
+            latents=f"{RESULTS}/latents.zarr",
+            activations=f"{RESULTS}/activations.zarr",
+        output:
+            f"{RESULTS}/concepts/factor_encoding.parquet",
+        log:
+            f"{LOGS}/factor_encoding.log",
+        benchmark:
+            f"{BENCHMARKS}/factor_encoding.tsv"
+        params:
+            encoding=config["factor_encoding"],
+            generator=model_params("generator"),
+            code=stage_code("stages.encoding"),
+        threads: 2
+        conda:
+            CONDA_ENV
+        script:
+            "../scripts/factor_encoding.py"

@@ -2,8 +2,6 @@
 # samples searched by the methods of counterfactuals.compare, and their summary.
 # COUNTERFACTUAL_OUTPUTS lists what rule all and the report need; it is empty without pairs.
 
-from pipeline.models.builtin import builtin_world
-
 COUNTERFACTUALS = config["counterfactuals"]
 COUNTERFACTUAL_PAIRS = [f"{origin}-{target}" for origin, target in COUNTERFACTUALS["pairs"]]
 COMPARED_METHODS = [method for method in COUNTERFACTUALS["compare"] if method != COUNTERFACTUALS["method"]]
@@ -122,7 +120,7 @@ rule counterfactual_summary:
         seed=COUNTERFACTUALS["seed"],
         top_measures=COUNTERFACTUALS["top_measures"],
         top_units=COUNTERFACTUALS["top_units"],
-        world=builtin_world(config["classifier"]),
+        world=GENERATOR_WORLD,
         code=stage_code("stages.counterfactuals"),
     threads: 1
     conda:

@@ -37,7 +37,7 @@ rule report:
         summary=f"{RESULTS}/concepts/unit_summary.parquet",
         counterfactuals=COUNTERFACTUAL_OUTPUTS,
         validation=validation_outputs(),
-        **concepts_extras(),
+        factor_encoding=factor_encoding_outputs(),
     output:
         report(
             directory(f"{RESULTS}/report"),
