@@ -130,6 +130,8 @@ FUNCTION_SETS = {
     "held-back-3": HELD_BACK_3_FUNCTIONS,
     "held-back-4": HELD_BACK_4_FUNCTIONS,
 }
+# Drawn sets whose results informed a change of the statistics: development sets now.
+DEVELOPMENT_DRAWS = frozenset({"drawn:20261204"})
 PLANTED_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in PLANTED_FUNCTIONS.items()}
 # The measure of each statistic of image_statistics.
 STATISTIC_MEASURES = {

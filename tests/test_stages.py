@@ -68,12 +68,22 @@ def never_right_classifier() -> NeverRightClassifier:
 
 def test_schema_defaults_equal_the_shipped_default_config() -> None:
     shipped = validate_config(yaml.safe_load((REPO_ROOT / "config/config.yaml").read_text()), SCHEMA)
-    # The deliberate differences: the default run searches counterfactuals for five class
-    # pairs and runs the planted-unit validation beside it, while a config that names no
-    # pairs (e.g. a small test run) skips those stages.
-    assert shipped["counterfactuals"].pop("pairs") == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 0]]
+    # The deliberate differences: the default run explains the breeds world's models (a
+    # config that names no models gets the small shapes world's), segments parts at the
+    # image's size with a longer training, searches counterfactuals for six class pairs and
+    # runs the planted-unit validation beside it, while a config that names no pairs (e.g. a
+    # small test run) skips those stages.
+    assert shipped.pop("classifier") == {"kind": "builtin", "name": "breeds-classifier"}
+    assert shipped.pop("generator") == {"kind": "builtin", "name": "breeds-generator"}
+    shipped_segmentation = {key: shipped["segmentation"].pop(key) for key in ("size", "epochs", "lr")}
+    assert shipped_segmentation == {"size": 64, "epochs": 400, "lr": 0.01}
+    assert shipped["counterfactuals"].pop("pairs") == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 0]]
     assert shipped["validation"].pop("enabled") is True
-    defaults = validate_config({}, SCHEMA)
+    defaults = validate_config({"classes": shipped["classes"]}, SCHEMA)
+    assert defaults.pop("classifier")["name"] == "shapes-classifier"
+    assert defaults.pop("generator")["name"] == "shapes-generator"
+    for key in ("size", "epochs", "lr"):
+        defaults["segmentation"].pop(key)
     assert defaults["counterfactuals"].pop("pairs") == []
     assert defaults["validation"].pop("enabled") is False
     assert defaults == shipped

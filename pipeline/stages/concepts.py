@@ -19,7 +19,7 @@ from pipeline.measures import selected_measures
 from pipeline.models import load_classifier
 from pipeline.stats import unit_concepts, unit_redundancy, unit_summary, unit_tuning
 from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
-from pipeline.validation import FUNCTION_SETS, score_validation, unique_truths
+from pipeline.validation import DEVELOPMENT_DRAWS, FUNCTION_SETS, score_validation, unique_truths
 
 PLANTED_ENTRYPOINT = "pipeline.validation:planted_classifier"
 # Ridge strengths (per training sample) for each unit's redundancy; unit_redundancy picks per unit.
@@ -136,8 +136,8 @@ def validate_concepts(
     ``null_units`` lists each null unit's selective measures of either label. Planted and
     null units that the run did not sweep are left out and counted in ``units_not_swept``.
     ``function_set`` names the planted set and ``development_set`` says whether the
-    statistics were developed on it (every set of ``FUNCTION_SETS`` so far), so its figures
-    do not speak for functions nothing was tuned on.
+    statistics were developed on it (every set of ``FUNCTION_SETS`` so far, and the draws of
+    ``DEVELOPMENT_DRAWS``), so its figures do not speak for functions nothing was tuned on.
     """
     if not is_planted_classifier(classifier):
         raise ValueError(f"config key 'classifier': validation needs kind python with entrypoint {PLANTED_ENTRYPOINT}")
@@ -184,7 +184,7 @@ def validate_concepts(
     score["units_not_swept"] = len(model.unit_truth) - len(truth)
     function_set = classifier.get("kwargs", {}).get("functions", "planted")
     score["function_set"] = function_set
-    score["development_set"] = function_set in FUNCTION_SETS
+    score["development_set"] = function_set in FUNCTION_SETS or function_set in DEVELOPMENT_DRAWS
     score["classifier"] = dict(classifier)
     log.info(
         "validation (%s set %s): unique precision %s recall %s, tuning precision %s recall %s over %d planted "
