@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.builtin.conditional import LinearClassMapping, mlp_head
 from pipeline.world import breeds
 
 CIRCULAR_FACTORS: tuple[str, ...] = ("bg_hue",)
@@ -112,16 +113,6 @@ def breeds_latent_code(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([z[:, ~mask], torch.cos(angles), torch.sin(angles)], dim=1)
 
 
-def _head(w_dim: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(w_dim, hidden),
-        nn.LeakyReLU(0.2),
-        nn.Linear(hidden, hidden),
-        nn.LeakyReLU(0.2),
-        nn.Linear(hidden, out),
-    )
-
-
 class CanvasToImage(nn.Module):
     """Resample maps on the figure-frame canvas [B, C, G, G] into the image [B, C, H, W].
 
@@ -133,7 +124,7 @@ class CanvasToImage(nn.Module):
         return F.grid_sample(canvas, grid.to(canvas.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
-class BreedsGenerator(nn.Module):
+class BreedsGenerator(LinearClassMapping, nn.Module):
     """Class-conditional generator of breeds-world images and part maps with StyleGAN's interface."""
 
     world = "breeds"
@@ -161,9 +152,9 @@ class BreedsGenerator(nn.Module):
         self.embed_class = nn.Linear(c_dim, w_dim)
         self.register_buffer("w_avg", torch.zeros(c_dim, w_dim))
 
-        self.pose = _head(w_dim, head_hidden, len(POSE_NAMES))
-        self.geometry = _head(w_dim, head_hidden, len(GEOMETRY_FACTORS))
-        self.appearance = _head(w_dim, head_hidden, len(APPEARANCE_NAMES))
+        self.pose = mlp_head(w_dim, head_hidden, len(POSE_NAMES))
+        self.geometry = mlp_head(w_dim, head_hidden, len(GEOMETRY_FACTORS))
+        self.appearance = mlp_head(w_dim, head_hidden, len(APPEARANCE_NAMES))
 
         # Coordinate network: the first layer's input is shared by the batch (the canvas is
         # in the figure's frame), the geometry enters as a bias there and as a FiLM scale and
@@ -217,20 +208,8 @@ class BreedsGenerator(nn.Module):
 
     # -- StyleGAN's interface -------------------------------------------------------------
 
-    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        """z [B, z_dim], one-hot c [B, c_dim] -> ws [B, num_ws, w_dim] (identical rows)."""
-        c = c.to(self.w_avg.dtype)
-        w = self.embed_code(breeds_latent_code(z)) + self.embed_class(c)
-        if truncation_psi != 1:
-            w_avg = c @ self.w_avg
-            w = w_avg + truncation_psi * (w - w_avg)
-        return w.unsqueeze(1).expand(-1, self.num_ws, -1)
-
-    @torch.no_grad()
-    def update_w_avg(self) -> None:
-        """Set the per-class average of w over z ~ N(0, I): the class offset, because the
-        code has zero mean and the mapping is linear."""
-        self.w_avg.copy_(self.embed_class(torch.eye(self.c_dim, device=self.w_avg.device)))
+    def latent_code(self, z: torch.Tensor) -> torch.Tensor:
+        return breeds_latent_code(z)
 
     def world_factors(
         self, z: torch.Tensor, labels: torch.Tensor | np.ndarray, truncation_psi: float | torch.Tensor = 1.0
@@ -241,9 +220,6 @@ class BreedsGenerator(nn.Module):
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """ws [B, num_ws, w_dim] -> images [B, 3, H, W] in [-1, 1]."""
         return self.synthesis_parts(ws)[0]
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, c, truncation_psi))
 
     # -- parts ----------------------------------------------------------------------------
 

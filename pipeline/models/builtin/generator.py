@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.models.builtin.conditional import LinearClassMapping, mlp_head
 from pipeline.world import FACTOR_RANGES, FACTORS
 
 CIRCULAR_FACTORS: tuple[str, ...] = ("hue", "bg_hue")
@@ -95,17 +96,7 @@ POSE_NAMES = ("x", "y", "log_size", "rotation")
 APPEARANCE_NAMES = ("r", "g", "b", "bg_r", "bg_g", "bg_b", "frequency", "phase")
 
 
-def _head(w_dim: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(w_dim, hidden),
-        nn.LeakyReLU(0.2),
-        nn.Linear(hidden, hidden),
-        nn.LeakyReLU(0.2),
-        nn.Linear(hidden, out),
-    )
-
-
-class ShapesGenerator(nn.Module):
+class ShapesGenerator(LinearClassMapping, nn.Module):
     """Class-conditional generator of shapes-world images with StyleGAN's interface."""
 
     world = "shapes"
@@ -131,8 +122,8 @@ class ShapesGenerator(nn.Module):
         self.embed_class = nn.Linear(c_dim, w_dim)
         self.register_buffer("w_avg", torch.zeros(c_dim, w_dim))
 
-        self.pose = _head(w_dim, head_hidden, len(POSE_NAMES))
-        self.appearance = _head(w_dim, head_hidden, len(APPEARANCE_NAMES))
+        self.pose = mlp_head(w_dim, head_hidden, len(POSE_NAMES))
+        self.appearance = mlp_head(w_dim, head_hidden, len(APPEARANCE_NAMES))
         # Fourier features of (u, v): learned frequencies and phases (SIREN-like first layer).
         self.fourier = nn.Linear(2, fourier)
         widths = (fourier + 3, *hidden)
@@ -172,20 +163,8 @@ class ShapesGenerator(nn.Module):
         self.fourier.bias.uniform_(-math.pi, math.pi)
         self.to_distance.bias.fill_(0.0)
 
-    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        """z [B, z_dim], one-hot c [B, c_dim] -> ws [B, num_ws, w_dim] (identical rows)."""
-        c = c.to(self.w_avg.dtype)
-        w = self.embed_code(latent_code(z)) + self.embed_class(c)
-        if truncation_psi != 1:
-            w_avg = c @ self.w_avg
-            w = w_avg + truncation_psi * (w - w_avg)
-        return w.unsqueeze(1).expand(-1, self.num_ws, -1)
-
-    @torch.no_grad()
-    def update_w_avg(self) -> None:
-        """Set the per-class average of w over z ~ N(0, I): the class offset, because the
-        code has zero mean and the mapping is linear."""
-        self.w_avg.copy_(self.embed_class(torch.eye(self.c_dim, device=self.w_avg.device)))
+    def latent_code(self, z: torch.Tensor) -> torch.Tensor:
+        return latent_code(z)
 
     def predict_parameters(self, ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ws -> (pose [B, 4], appearance [B, 8]) raw head outputs (see POSE/APPEARANCE_NAMES)."""
@@ -245,9 +224,6 @@ class ShapesGenerator(nn.Module):
     def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
         """ws [B, num_ws, w_dim] -> images [B, 3, H, W] in [-1, 1]."""
         return self.synthesis_unclamped(ws).clamp(-1.0, 1.0)
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        return self.synthesis(self.mapping(z, c, truncation_psi))
 
 
 def class_onehot(labels: torch.Tensor | np.ndarray, c_dim: int) -> torch.Tensor:

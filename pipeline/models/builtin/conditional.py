@@ -1,0 +1,49 @@
+"""What the builtin generators share: a mapping that is linear in a code of z plus a class
+offset, and the small MLP heads that read w.
+
+Because the mapping is linear and the code has zero mean over z ~ N(0, I), the class
+average of w is the class offset, and truncating w toward it truncates the code: every
+truncated w still names a world image.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp_head(w_dim: int, hidden: int, out: int) -> nn.Sequential:
+    """Two hidden layers with leaky ReLU: w -> ``out`` raw parameters."""
+    return nn.Sequential(
+        nn.Linear(w_dim, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, out),
+    )
+
+
+class LinearClassMapping:
+    """StyleGAN's ``mapping`` for a module with ``embed_code``, ``embed_class``, a ``w_avg``
+    buffer [c_dim, w_dim] and ``num_ws``; subclasses say how z becomes the code."""
+
+    def latent_code(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        """z [B, z_dim], one-hot c [B, c_dim] -> ws [B, num_ws, w_dim] (identical rows)."""
+        c = c.to(self.w_avg.dtype)
+        w = self.embed_code(self.latent_code(z)) + self.embed_class(c)
+        if truncation_psi != 1:
+            w_avg = c @ self.w_avg
+            w = w_avg + truncation_psi * (w - w_avg)
+        return w.unsqueeze(1).expand(-1, self.num_ws, -1)
+
+    @torch.no_grad()
+    def update_w_avg(self) -> None:
+        """Set the per-class average of w over z ~ N(0, I): the class offset, because the
+        code has zero mean and the mapping is linear."""
+        self.w_avg.copy_(self.embed_class(torch.eye(self.c_dim, device=self.w_avg.device)))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        return self.synthesis(self.mapping(z, c, truncation_psi))
