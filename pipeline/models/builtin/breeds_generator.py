@@ -178,14 +178,7 @@ class BreedsGenerator(LinearClassMapping, nn.Module):
         self.own_mix = nn.Parameter(torch.full((NUM_PARTS,), -3.0))
         self.spot_pattern = nn.Parameter(0.1 * torch.randn(1, 1, 2 * canvas, 2 * canvas))
 
-        self.extent = extent
-        self.canvas = canvas
-        cg = ((torch.arange(canvas, dtype=torch.float32) + 0.5) / canvas * 2 - 1) * extent
-        cv, cu = torch.meshgrid(-cg, cg, indexing="ij")  # row 0 is the top (v = +extent)
-        self.register_buffer("canonical", torch.stack([cu.flatten(), cv.flatten()], dim=1))  # [Q, 2]
-        grid = (torch.arange(img_resolution, dtype=torch.float32) + 0.5) / img_resolution
-        y, x = torch.meshgrid(grid, grid, indexing="ij")
-        self.register_buffer("pixels", torch.stack([x.flatten(), y.flatten()], dim=1))  # [P, 2]
+        self.register_grids(canvas, extent, img_resolution)
         self._init_weights()
 
     @torch.no_grad()

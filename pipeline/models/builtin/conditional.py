@@ -45,5 +45,18 @@ class LinearClassMapping:
         code has zero mean and the mapping is linear."""
         self.w_avg.copy_(self.embed_class(torch.eye(self.c_dim, device=self.w_avg.device)))
 
+    def register_grids(self, canvas: int, extent: float, img_resolution: int) -> None:
+        """Buffers ``canonical`` [canvas², 2], the object frame's grid over [-extent, extent]²
+        (u right, v up; row 0 is the top), and ``pixels`` [img_resolution², 2], the image's
+        pixel centres as fractions of the side (x right, y down)."""
+        self.extent = extent
+        self.canvas = canvas
+        cg = ((torch.arange(canvas, dtype=torch.float32) + 0.5) / canvas * 2 - 1) * extent
+        cv, cu = torch.meshgrid(-cg, cg, indexing="ij")
+        self.register_buffer("canonical", torch.stack([cu.flatten(), cv.flatten()], dim=1))
+        grid = (torch.arange(img_resolution, dtype=torch.float32) + 0.5) / img_resolution
+        y, x = torch.meshgrid(grid, grid, indexing="ij")
+        self.register_buffer("pixels", torch.stack([x.flatten(), y.flatten()], dim=1))
+
     def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         return self.synthesis(self.mapping(z, c, truncation_psi))

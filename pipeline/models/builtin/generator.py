@@ -137,14 +137,7 @@ class ShapesGenerator(LinearClassMapping, nn.Module):
         self.edge_softening = 1.0
         # The shape's distance field is evaluated on a canonical grid over the object frame
         # [-extent, extent]^2 (u right, v up) and resampled into the image by the pose.
-        self.extent = extent
-        self.canvas = canvas
-        cg = ((torch.arange(canvas, dtype=torch.float32) + 0.5) / canvas * 2 - 1) * extent
-        cv, cu = torch.meshgrid(-cg, cg, indexing="ij")  # row 0 is the top (v = +extent)
-        self.register_buffer("canonical", torch.stack([cu.flatten(), cv.flatten()], dim=1))  # [Q, 2]
-        grid = (torch.arange(img_resolution, dtype=torch.float32) + 0.5) / img_resolution
-        y, x = torch.meshgrid(grid, grid, indexing="ij")
-        self.register_buffer("pixels", torch.stack([x.flatten(), y.flatten()], dim=1))  # [P, 2]
+        self.register_grids(canvas, extent, img_resolution)
         self._init_heads()
 
     @torch.no_grad()
