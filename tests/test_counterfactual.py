@@ -33,7 +33,7 @@ from pipeline import measures
 from pipeline.counterfactual import ActivationPrior, LatentDomain, paper_loss, search_mahalanobis, search_paper
 from pipeline.models.builtin import builtin_world
 from pipeline.models.registry import ModelSpecError
-from pipeline.stages.common import difference_image
+from pipeline.stages.common import ModelSetup, difference_image
 from pipeline.stages.counterfactuals import (
     concept_movement,
     counterfactual_pair,
@@ -398,7 +398,7 @@ def test_a_pair_writes_the_contracted_artifacts_on_a_real_run(finished_run, tmp_
     common = {
         "latents_path": run / "latents.zarr", "activations_path": run / "activations.zarr",
         "link_path": run / "link/model.pt", "unit_summary_path": run / "concepts/unit_summary.parquet",
-        "classifier": config["classifier"], "generator": config["generator"], "device": "cpu", "origin": 0,
+        "models": ModelSetup(config["classifier"], config["generator"], device="cpu"), "origin": 0,
         "target": 1, "samples": 3, "top_units": 4, "batch_size": 2,
     }  # fmt: skip
     counterfactual_pair(
@@ -484,8 +484,9 @@ def test_a_world_without_a_manifest_gets_no_ground_truth_share(finished_run, tmp
     counterfactual_pair(
         out / "1-0.parquet", out / "1-0.zarr", out / "1-0.png",
         latents_path=run / "latents.zarr", activations_path=run / "activations.zarr", link_path=run / "link/model.pt",
-        unit_summary_path=run / "concepts/unit_summary.parquet", classifier=config["classifier"],
-        generator=config["generator"], device="cpu", origin=1, target=0, method="mahalanobis",
+        unit_summary_path=run / "concepts/unit_summary.parquet",
+        models=ModelSetup(config["classifier"], config["generator"], device="cpu"), origin=1, target=0,
+        method="mahalanobis",
         search={"max_distance": 20.0, "bisection_steps": 2}, samples=2, top_units=2, batch_size=4,
     )  # fmt: skip
     summarise_pairs(

@@ -53,7 +53,7 @@ from pipeline.measures import (
     tested_measures,
 )
 from pipeline.models.protocols import Classifier
-from pipeline.stages.common import difference_image, load_models, open_segmenter, prepare_device, synthesize, tile
+from pipeline.stages.common import ModelSetup, difference_image, open_segmenter, synthesize, tile
 from pipeline.stages.link import load_link
 from pipeline.stats import bootstrap_mean_ci
 from pipeline.store import atomic_path, read_parquet, read_zarr, write_json, write_parquet, write_zarr
@@ -74,9 +74,7 @@ def counterfactual_pair(
     activations_path: str | Path,
     link_path: str | Path,
     unit_summary_path: str | Path,
-    classifier: Mapping[str, Any],
-    generator: Mapping[str, Any],
-    device: str,
+    models: ModelSetup,
     origin: int,
     target: int,
     method: str,
@@ -110,8 +108,8 @@ def counterfactual_pair(
     rows = candidates[:samples]
     unit_scale = change_scale(activations["r"][activations["accepted"]].std(axis=0, dtype=np.float64))
 
-    torch_device = prepare_device(device)
-    clf, gen = load_models(classifier, generator, torch_device)
+    loaded = models.load()
+    clf, gen, torch_device = loaded.classifier, loaded.generator, loaded.device
     link = load_link(link_path).to(torch_device)
     r = torch.from_numpy(activations["r"][rows]).to(torch_device)
     log.info("counterfactuals %d -> %d by %s: %d samples, settings %s", origin, target, method, len(rows), dict(search))

@@ -73,16 +73,17 @@ def model_params(role):
     return {"spec": config[role], "sha256": spec_weights_sha256(config[role], role)}
 
 
-def model_stage(module, roles=("classifier", "generator")):
+def model_stage(module, roles=("classifier", "generator"), precision=None):
     """What every model stage passes as params.
 
     ``models`` holds each role's spec and weights' sha256, the device and the precision
-    (pipeline.stages.common.ModelSetup.from_params reads it); ``code`` is the version of the
-    stage's module and of everything it imports.
+    (pipeline.stages.common.ModelSetup.from_params reads it): the run's, or ``precision`` for
+    a stage that always runs at one; ``code`` is the version of the stage's module and of
+    everything it imports.
     """
     models = {role: model_params(role) for role in roles}
     return {
-        "models": models | {"device": config["device"], "precision": config["precision"]},
+        "models": models | {"device": config["device"], "precision": precision or config["precision"]},
         "code": stage_code(module),
     }
 

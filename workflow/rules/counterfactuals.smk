@@ -61,10 +61,8 @@ rule counterfactuals:
         f"{LOGS}/counterfactuals/{{origin}}-{{target}}.log",
     params:
         counterfactuals=COUNTERFACTUAL_SEARCH[COUNTERFACTUALS["method"]],
-        device=config["device"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.counterfactuals"),
+        # The searches follow gradients in fp32 whatever the run's precision.
+        **model_stage("stages.counterfactuals", precision="fp32"),
     threads: MODEL_THREADS
     resources:
         gpu=1,
@@ -89,10 +87,8 @@ rule counterfactual_comparison:
         f"{LOGS}/counterfactuals/compare/{{method}}/{{origin}}-{{target}}.log",
     params:
         counterfactuals=lambda wildcards: COUNTERFACTUAL_SEARCH[wildcards.method],
-        device=config["device"],
-        classifier=model_params("classifier"),
-        generator=model_params("generator"),
-        code=stage_code("stages.counterfactuals"),
+        # The searches follow gradients in fp32 whatever the run's precision.
+        **model_stage("stages.counterfactuals", precision="fp32"),
     threads: MODEL_THREADS
     resources:
         gpu=1,

@@ -1,4 +1,4 @@
-from pipeline.stages.common import run_stage
+from pipeline.stages.common import ModelSetup, run_stage
 from pipeline.stages.counterfactuals import counterfactual_pair
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
@@ -13,9 +13,7 @@ run_stage(
     activations_path=job.input.activations,
     link_path=job.input.link,
     unit_summary_path=job.input.unit_summary,
-    classifier=job.params.classifier["spec"],
-    generator=job.params.generator["spec"],
-    device=job.params.device,
+    models=ModelSetup.from_params(job.params.models),
     origin=int(job.wildcards.origin),
     target=int(job.wildcards.target),
     segmentation_path=job.input.get("segmentation"),
