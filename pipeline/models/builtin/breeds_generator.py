@@ -142,15 +142,9 @@ class BreedsGenerator(LinearClassMapping, nn.Module):
         extent: float = 1.7,
     ):
         super().__init__()
-        self.z_dim = len(breeds.FACTORS)
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.num_ws = 3
-        self.img_resolution = img_resolution
-        self.img_channels = 3
-        self.embed_code = nn.Linear(self.z_dim + len(CIRCULAR_FACTORS), w_dim, bias=False)
-        self.embed_class = nn.Linear(c_dim, w_dim)
-        self.register_buffer("w_avg", torch.zeros(c_dim, w_dim))
+        self.init_mapping(
+            len(breeds.FACTORS), len(breeds.FACTORS) + len(CIRCULAR_FACTORS), c_dim, w_dim, img_resolution
+        )
 
         self.pose = mlp_head(w_dim, head_hidden, len(POSE_NAMES))
         self.geometry = mlp_head(w_dim, head_hidden, len(GEOMETRY_FACTORS))

@@ -24,8 +24,21 @@ def mlp_head(w_dim: int, hidden: int, out: int) -> nn.Sequential:
 
 
 class LinearClassMapping:
-    """StyleGAN's ``mapping`` for a module with ``embed_code``, ``embed_class``, a ``w_avg``
-    buffer [c_dim, w_dim] and ``num_ws``; subclasses say how z becomes the code."""
+    """StyleGAN's ``mapping`` and interface sizes for an ``nn.Module`` that calls
+    :meth:`init_mapping` in its constructor; subclasses say how z becomes the code."""
+
+    def init_mapping(self, z_dim: int, code_dim: int, c_dim: int, w_dim: int, img_resolution: int) -> None:
+        """StyleGAN's sizes (three identical rows of ws, RGB images) and the mapping's
+        ``embed_code``, ``embed_class`` and per-class ``w_avg`` buffer [c_dim, w_dim]."""
+        self.z_dim = z_dim
+        self.c_dim = c_dim
+        self.w_dim = w_dim
+        self.num_ws = 3
+        self.img_resolution = img_resolution
+        self.img_channels = 3
+        self.embed_code = nn.Linear(code_dim, w_dim, bias=False)
+        self.embed_class = nn.Linear(c_dim, w_dim)
+        self.register_buffer("w_avg", torch.zeros(c_dim, w_dim))
 
     def latent_code(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -113,14 +113,7 @@ class ShapesGenerator(LinearClassMapping, nn.Module):
         extent: float = 1.25,
     ):
         super().__init__()
-        self.z_dim = len(FACTORS)
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = 3
-        self.embed_code = nn.Linear(self.z_dim + len(CIRCULAR_FACTORS), w_dim, bias=False)
-        self.embed_class = nn.Linear(c_dim, w_dim)
-        self.register_buffer("w_avg", torch.zeros(c_dim, w_dim))
+        self.init_mapping(len(FACTORS), len(FACTORS) + len(CIRCULAR_FACTORS), c_dim, w_dim, img_resolution)
 
         self.pose = mlp_head(w_dim, head_hidden, len(POSE_NAMES))
         self.appearance = mlp_head(w_dim, head_hidden, len(APPEARANCE_NAMES))
@@ -131,7 +124,6 @@ class ShapesGenerator(LinearClassMapping, nn.Module):
         self.to_distance = ModulatedLinear(widths[-1], 1, w_dim, demodulate=False)
         self.edge_gain = nn.Parameter(torch.tensor(4.0))
         self.stripe_amplitude = nn.Parameter(torch.tensor(0.2))
-        self.num_ws = 3
         # Training starts with soft edges (a factor < 1) so that the field gets gradients
         # deep inside shapes too, e.g. to open the hole of a ring; inference uses 1.
         self.edge_softening = 1.0
