@@ -128,6 +128,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +143,9 @@ RERENDER = "rerender"
 MIN_NULL_DIRECTIONS = 3
 DEFAULT_MIN_EFFECT = 2.0
 TRIM = 0.2
-BOOT_UNIT_BLOCK = 16
+BOOT_UNIT_BLOCK = 8
+# Bytes of running draw counts per chunk of resampled_trimmed_means: a few MiB, so each pass stays in the cache.
+RUNNING_CHUNK_BYTES = 12 * 2**20
 
 CONCEPT_COLUMNS = (
     "unit", "measure", "n", "mean_change", "trimmed_change", "natural_change", "w_distance",
@@ -164,6 +167,7 @@ def unit_concepts(
     ci: float = 0.95,
     column_p: pd.Series | None = None,
     natural_scale: pd.Series | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """One row per unit x measure with the columns of ``CONCEPT_COLUMNS`` (see the module docstring).
 
@@ -176,6 +180,8 @@ def unit_concepts(
     ``column_p`` holds the link-column p-value of every unit, by unit id (the ``p`` of
     ``link/units.parquet``); without it ``p_link`` is NaN and ``p`` rests on the two nulls,
     which only tests of the statistics themselves should rely on.
+
+    The bootstrap runs on ``workers`` threads; the numbers do not depend on how many.
     """
     measures = list(measures)
     _require_columns(changes, "changes", ["unit", "sample", "step", "w_distance", *measures])
@@ -217,7 +223,7 @@ def unit_concepts(
     p = np.where(np.isnan(p_change), np.nan, np.fmax(p_change, np.nan_to_num(p_link)))
     q_values = benjamini_hochberg(p.ravel()).reshape(p.shape)
     ci_low, ci_high = _bootstrap_effect_ci(
-        (values, per_w), (as_is_null[0], per_w_null[0]), (as_is, by_w), n_boot, seed, ci
+        (values, per_w), (as_is_null[0], per_w_null[0]), (as_is, by_w), n_boot, seed, ci, workers
     )
     per_class = class_effects(unit_changes, directions, measures, use_w, distance, w_distances)
     class_min = per_class.groupby(["unit", "measure"])["effect"].min()
@@ -790,6 +796,7 @@ def _bootstrap_effect_ci(
     n_boot: int,
     seed: int,
     ci: float,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap of the reported effect, ``[U, M]`` each.
 
@@ -800,8 +807,9 @@ def _bootstrap_effect_ci(
     fixed after seeing the data. ``footings``: the changes as is and per w ``[U, M, n]``;
     ``null_effects``: the directions' trimmed changes ``[J, M]`` on each footing;
     ``comparisons``: the point comparisons, whose excess noise the replicates' tests reuse.
-    Units with the same number of samples share their resampling indices, so a block of
-    units is resampled, sorted and trimmed in one go.
+    Units with the same number of samples share their resampling indices, so their
+    replicates' trimmed means come from one table of draw counts
+    (:func:`resampled_trimmed_means`); blocks of units run on ``workers`` threads.
     """
     units, n_measures, n_max = footings[0].shape
     low = np.full((units, n_measures), np.nan)
@@ -817,28 +825,143 @@ def _bootstrap_effect_ci(
         null_scale = [np.nanstd(effects[direction_picks], axis=1, ddof=1) for effects in null_effects]
     samples_per_unit = (~np.isnan(footings[0])).any(axis=1).sum(axis=1)
     tails = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
+
+    def interval(block: np.ndarray, n: int, draws: np.ndarray) -> None:
+        # Each unit's samples are packed first, so positions 0..n-1 are its samples.
+        trimmed = resampled_trimmed_means(draws, [values[block, :, :n].reshape(-1, n) for values in footings])
+        effects, strengths = [], []
+        for means, location, scale, comparison in zip(trimmed, null_location, null_scale, comparisons, strict=True):
+            difference = means.reshape(len(block), n_measures, n_boot) - location.T[None]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                effects.append(difference / np.where(scale > 0, scale, np.nan).T[None])
+                spread = scale.T[None] ** 2 * (1 + 1 / n_directions) + comparison.excess[block][..., None]
+                strengths.append(np.nan_to_num(np.abs(difference) / np.sqrt(spread), nan=-1.0))
+        chosen = np.where(strengths[1] > strengths[0], effects[1], effects[0])
+        low[block], high[block] = _percentiles(chosen, tails)
+
+    jobs = []
     for n in np.unique(samples_per_unit):
         if n < 2:
             continue
-        picks = rng.integers(0, n, size=(n_boot, n))
+        draws = draw_counts(rng.integers(0, n, size=(n_boot, n)), n)
         members = np.flatnonzero(samples_per_unit == n)
-        for start in range(0, len(members), BOOT_UNIT_BLOCK):
-            block = members[start : start + BOOT_UNIT_BLOCK]
-            effects, strengths = [], []
-            footing_nulls = zip(footings, null_location, null_scale, comparisons, strict=True)
-            for values, location, scale, comparison in footing_nulls:
-                # Each unit's samples are packed first, so positions 0..n-1 are its samples.
-                resampled = values[block, :, :n][:, :, picks]  # [block, M, n_boot, n]
-                difference = trimmed_mean(resampled) - location.T[None]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    effects.append(difference / np.where(scale > 0, scale, np.nan).T[None])
-                    spread = scale.T[None] ** 2 * (1 + 1 / n_directions) + comparison.excess[block][..., None]
-                    strengths.append(np.nan_to_num(np.abs(difference) / np.sqrt(spread), nan=-1.0))
-            chosen = np.where(strengths[1] > strengths[0], effects[1], effects[0])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                low[block], high[block] = np.nanpercentile(chosen, tails, axis=2)
+        starts = range(0, len(members), BOOT_UNIT_BLOCK)
+        jobs += [(members[start : start + BOOT_UNIT_BLOCK], n, draws) for start in starts]
+    if workers > 1 and len(jobs) > 1:
+        # NumPy releases the GIL in its loops; blocks write disjoint rows of low and high.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda job: interval(*job), jobs))
+    else:
+        for job in jobs:
+            interval(*job)
     return low, high
+
+
+def draw_counts(picks: np.ndarray, n: int) -> np.ndarray:
+    """``[n, B]``: how often each of ``n`` samples is drawn in each of the B resamples ``picks [B, k]``."""
+    counts = np.zeros((n, len(picks)))
+    np.add.at(counts, (picks, np.arange(len(picks))[:, None]), 1.0)
+    return counts
+
+
+def resampled_trimmed_means(draws: np.ndarray, footings: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The :func:`trimmed_mean` of every bootstrap resample, without building the resamples.
+
+    ``draws [n, B]`` counts how often each of n samples is drawn in each of B resamples
+    (:func:`draw_counts`); each footing ``[K, n]`` holds K rows of n samples (NaN: missing,
+    left out as :func:`trimmed_mean` leaves it out). Returns one ``[K, B]`` array per footing.
+
+    With a row's valid values sorted, ``S_0 <= ... <= S_{c-1}``, and ``N_j`` the draws of
+    the first j + 1 of them, the sum that the trimmed mean keeps (after ``g`` draws cut at
+    each end of ``N = N_{c-1}``) is ``sum_j S_j (clip(N_j) - clip(N_{j-1}))`` with
+    ``clip`` to ``[g, N - g]``; summed by parts it is ``sum_j clip(N_j) (S_j - S_{j+1}) - g S_0``
+    with ``S_c = 0``, one matrix product per row over the clipped running counts. The work
+    is linear in n where sorting each resample is not, and nothing of size K x B x n is
+    sorted. Footings whose rows sort alike (the same changes on a positive scale per row,
+    as per w is to as is) share the running counts.
+    """
+    draws = np.asarray(draws, dtype=np.float64)
+    footings = [np.asarray(values, dtype=np.float64) for values in footings]
+    results = [np.empty((len(values), draws.shape[1])) for values in footings]
+    # Rows go in chunks whose running counts (rows x n x B doubles) stay in the cache.
+    rows_per_chunk = max(1, RUNNING_CHUNK_BYTES // (8 * draws.size))
+    for start in range(0, len(footings[0]), rows_per_chunk):
+        chunk = slice(start, start + rows_per_chunk)
+        for result, means in zip(results, _resampled_trimmed_chunk(draws, [v[chunk] for v in footings]), strict=True):
+            result[chunk] = means
+    return results
+
+
+def _resampled_trimmed_chunk(draws: np.ndarray, footings: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`resampled_trimmed_means` of a few rows."""
+    n = draws.shape[0]
+    rows = len(footings[0])
+    results: list[np.ndarray] = []
+    order = counts = None
+    for values in footings:
+        if order is None or not _sorts_by(values, order, counts):
+            order = np.argsort(values, axis=1, kind="stable")  # NaNs last
+            counts = np.sum(~np.isnan(values), axis=1)
+            running, drawn, cut = _clipped_running_draws(draws, order, counts)
+        ordered = np.take_along_axis(values, order, axis=1)
+        following = np.concatenate([ordered[:, 1:], np.zeros((rows, 1))], axis=1)
+        steps = np.where(np.arange(n)[None, :] < (counts - 1)[:, None], ordered - following, 0.0)
+        present = np.flatnonzero(counts > 0)
+        steps[present, counts[present] - 1] = ordered[present, counts[present] - 1]
+        kept_sum = np.matmul(steps[:, None, :], running.transpose(1, 0, 2))[:, 0, :] - cut * ordered[:, :1]
+        kept = drawn - 2 * cut
+        with np.errstate(invalid="ignore", divide="ignore"):
+            results.append(np.where(kept > 0, kept_sum / kept, np.nan))
+    return results
+
+
+def _sorts_by(values: np.ndarray, order: np.ndarray, counts: np.ndarray) -> bool:
+    """Whether ``order`` sorts each row of ``values`` with their ``counts`` valid values first."""
+    if not np.array_equal(np.sum(~np.isnan(values), axis=1), counts):
+        return False
+    ordered = np.take_along_axis(values, order, axis=1)
+    valid = np.arange(values.shape[1])[None, :] < counts[:, None]
+    if np.isnan(ordered[valid]).any():
+        return False
+    rising = np.diff(ordered, axis=1) >= 0
+    return bool(np.all(rising | ~valid[:, 1:]))
+
+
+def _clipped_running_draws(
+    draws: np.ndarray, order: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`resampled_trimmed_means`: the running draw counts in each row's sorted order,
+    clipped to the kept range, ``[n, K, B]``, with the valid draws ``N`` and the cut ``g`` ``[K, B]``."""
+    rows, n = order.shape
+    running = draws[order.T]  # [n, K, B]
+    for position in range(1, n):
+        running[position] += running[position - 1]
+    last = np.maximum(counts - 1, 0)
+    drawn = np.where((counts > 0)[:, None], running[last, np.arange(rows)], 0.0)
+    cut = np.floor(TRIM * drawn)
+    if np.all(counts == n):
+        lowest = np.floor(TRIM * n)
+        np.clip(running, lowest, n - lowest, out=running)
+    else:
+        np.minimum(running, drawn - cut, out=running)
+        np.maximum(running, cut, out=running)
+    return running, drawn, cut
+
+
+def _percentiles(values: np.ndarray, tails: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nanpercentile`` of ``values [..., B]`` along the last axis at ``tails``: the rows
+    without NaN by the faster ``np.percentile`` (the same numbers), NaN for rows of NaN only.
+    No warnings filter: it is process-wide, and the bootstrap calls this from threads."""
+    flat = values.reshape(-1, values.shape[-1])
+    result = np.full((2, len(flat)), np.nan)
+    missing = np.isnan(flat)
+    complete = ~missing.any(axis=1)
+    partial = ~complete & ~missing.all(axis=1)
+    if complete.any():
+        result[:, complete] = np.percentile(flat[complete], tails, axis=1)
+    if partial.any():
+        result[:, partial] = np.nanpercentile(flat[partial], tails, axis=1)
+    return result[0].reshape(values.shape[:-1]), result[1].reshape(values.shape[:-1])
 
 
 TUNING_COLUMNS = ("unit", "measure", "n", "association", "p", "q", "selective")

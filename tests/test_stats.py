@@ -12,8 +12,12 @@ from pipeline.stats import (
     DEFAULT_MIN_EFFECT,
     TRIM,
     TUNING_COLUMNS,
+    _bootstrap_effect_ci,
+    _Comparison,
     benjamini_hochberg,
     classifier_measures,
+    draw_counts,
+    resampled_trimmed_means,
     selective_counts,
     trimmed_mean,
     unit_concepts,
@@ -376,6 +380,79 @@ def test_trimmed_mean_and_yuen_agree_with_scipy(size):
     # NaN padding (a unit with fewer samples) counts only the values present.
     padded = np.concatenate([values[:1], np.full((1, 3), np.nan)], axis=1)
     assert trimmed_mean(padded)[0] == pytest.approx(scipy_stats.trim_mean(values[0], TRIM))
+
+
+@pytest.mark.parametrize("size", [2, 5, 7, 24, 48])
+def test_resampled_trimmed_means_are_the_trimmed_means_of_the_resamples(size, monkeypatch):
+    # Small chunks, so that rows run in several chunks as a large table does.
+    monkeypatch.setattr("pipeline.stats.RUNNING_CHUNK_BYTES", 8 * 3 * size * 50)
+    rng = np.random.default_rng(size)
+    values = rng.standard_t(3, size=(12, size))
+    values[1, 0] = np.nan  # a missing sample
+    values[2, : size // 2] = np.nan  # half missing: the cut varies with the draws
+    values[3] = np.nan  # nothing to average
+    values[4, 1:] = np.nan  # one value: too few to trim around in most draws
+    values[5] = np.round(values[5])  # ties
+    values[6] = 1.5  # constant
+    picks = rng.integers(0, size, size=(50, size))
+    per_w = values / rng.uniform(0.5, 2.0, size=(12, 1))  # sorts as the values do: shares their counts
+    per_w[7] = np.nan  # a sweep that did not move w
+    reversed_order = -values  # sorts the other way: counts of its own
+    means = resampled_trimmed_means(draw_counts(picks, size), [values, per_w, reversed_order])
+    for footing, result in zip([values, per_w, reversed_order], means, strict=True):
+        np.testing.assert_allclose(result, trimmed_mean(footing[:, picks]), rtol=1e-12, atol=1e-12)
+    complete = values[8, picks]  # [B, n] resamples of a row without NaN
+    np.testing.assert_allclose(means[0][8], scipy_stats.trim_mean(complete, TRIM, axis=1), rtol=1e-12)
+
+
+def test_draw_counts_count_each_sample_of_each_resample():
+    picks = np.array([[0, 0, 2], [1, 2, 2]])
+    np.testing.assert_array_equal(draw_counts(picks, 4), [[2, 0], [0, 1], [1, 2], [0, 0]])
+
+
+def _resampled_effect_ci(footings, null_effects, comparisons, n_boot, seed, ci):
+    """The bootstrap of the effect's interval by sorting every resample: what the draw counts must reproduce."""
+    units, measures, _ = footings[0].shape
+    low, high = np.full((units, measures), np.nan), np.full((units, measures), np.nan)
+    rng = np.random.default_rng(seed)
+    n_directions = len(null_effects[0])
+    direction_picks = rng.integers(0, n_directions, size=(n_boot, n_directions))
+    location = [np.nanmean(effects[direction_picks], axis=1) for effects in null_effects]
+    scale = [np.nanstd(effects[direction_picks], axis=1, ddof=1) for effects in null_effects]
+    samples = (~np.isnan(footings[0])).any(axis=1).sum(axis=1)
+    for n in np.unique(samples):
+        picks = rng.integers(0, n, size=(n_boot, n))
+        members = np.flatnonzero(samples == n)
+        effects, strengths = [], []
+        for values, mean, spread, comparison in zip(footings, location, scale, comparisons, strict=True):
+            difference = trimmed_mean(values[members, :, :n][:, :, picks]) - mean.T[None]
+            effects.append(difference / spread.T[None])
+            noise = spread.T[None] ** 2 * (1 + 1 / n_directions) + comparison.excess[members][..., None]
+            strengths.append(np.nan_to_num(np.abs(difference) / np.sqrt(noise), nan=-1.0))
+        chosen = np.where(strengths[1] > strengths[0], effects[1], effects[0])
+        tails = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
+        low[members], high[members] = np.nanpercentile(chosen, tails, axis=2)
+    return low, high
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_effect_interval_is_the_bootstrap_of_sorted_resamples_with_the_same_draws(workers):
+    rng = np.random.default_rng(11)
+    units, measures, samples, directions = 11, 4, 9, 6
+    values = rng.standard_t(4, size=(units, measures, samples)) + rng.normal(size=(units, measures, 1))
+    values[2, :, 7:] = np.nan  # a unit with fewer samples draws from its own resampling indices
+    values[5, 1, :3] = np.nan  # a measure missing in a few samples
+    per_w = values / rng.uniform(0.5, 3.0, size=(units, 1, 1))
+    null_effects = (rng.normal(size=(directions, measures)), rng.normal(size=(directions, measures)))
+    comparisons = tuple(
+        _Comparison(*(np.zeros((units, measures)) for _ in range(5)), excess=rng.uniform(0, 0.5, (units, measures)))
+        for _ in range(2)
+    )
+    low, high = _bootstrap_effect_ci((values, per_w), null_effects, comparisons, 300, 4, 0.9, workers)
+    expected_low, expected_high = _resampled_effect_ci((values, per_w), null_effects, comparisons, 300, 4, 0.9)
+    np.testing.assert_allclose(low, expected_low, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(high, expected_high, rtol=1e-12, atol=1e-12)
+    assert np.all(low < high)
 
 
 def test_the_interval_widens_when_few_random_directions_leave_the_null_uncertain():

@@ -200,7 +200,8 @@ def measure_changes(
     group = ordered.groupby(list(by), sort=False).ngroup().to_numpy()
     is_first = np.r_[True, group[1:] != group[:-1]]
     is_last = np.r_[group[1:] != group[:-1], True]
-    result = ordered.loc[is_first, list(by)].reset_index(drop=True)
+    keys = ordered.loc[is_first, list(by)].reset_index(drop=True)
+    changes = {}
     for measure in measures:
         values = ordered[measure].to_numpy(dtype=np.float64)
         first, last = values[is_first], values[is_last]
@@ -208,8 +209,9 @@ def measure_changes(
         change = last if quantity in RELATIVE_QUANTITIES else last - first
         if quantity in CIRCULAR_QUANTITIES:
             change = wrap(change, CIRCULAR_QUANTITIES[quantity])
-        result[measure] = change
-    return result
+        changes[measure] = change
+    # One concat, not a column at a time: a hundred inserted columns fragment the frame.
+    return pd.concat([keys, pd.DataFrame(changes, index=keys.index)], axis=1)
 
 
 def wrap(values: np.ndarray, period: float) -> np.ndarray:

@@ -47,9 +47,11 @@ def find_concepts(
     min_association: float,
     permutations: int,
     redundancy_folds: int,
+    workers: int = 1,
 ) -> None:
     """Write ``concepts/unit_concepts.parquet`` (the sweeps' tests), ``concepts/unit_tuning.parquet``
-    (the association with the measures across natural samples) and ``concepts/unit_summary.parquet``."""
+    (the association with the measures across natural samples) and ``concepts/unit_summary.parquet``;
+    the bootstrap of the effects' intervals runs on ``workers`` threads."""
     changes = read_parquet(changes_path)
     nulls = read_parquet(nulls_path)
     selected = selected_measures(changes.columns, measures)
@@ -66,6 +68,7 @@ def find_concepts(
         min_effect=min_effect,
         column_p=column_p,
         natural_scale=natural_scale,
+        workers=workers,
     )
     units = np.sort(changes["unit"].unique())
     activations, _ = read_zarr(activations_path, ["r"])

@@ -14,5 +14,6 @@ run_stage(
     tuning_path=job.output.tuning,
     concepts_path=job.output.concepts,
     summary_path=job.output.summary,
+    workers=job.threads,
     **job.params.concepts,
 )
