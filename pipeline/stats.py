@@ -965,6 +965,8 @@ def _percentiles(values: np.ndarray, tails: tuple[float, float]) -> tuple[np.nda
 
 
 TUNING_COLUMNS = ("unit", "measure", "n", "association", "p", "q", "selective")
+# Columns of shuffled measures per matrix product in unit_tuning.
+TUNING_BATCH_COLUMNS = 2048
 
 
 def unit_tuning(
@@ -1005,13 +1007,21 @@ def unit_tuning(
     association = _correlation(unit_ranks, measure_ranks)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    target = np.concatenate(groups)
     shuffled_sq = np.zeros_like(association)
-    for _ in range(permutations):
-        order = np.concatenate([rng.permutation(group) for group in groups])
-        target = np.concatenate(groups)
-        permuted = np.empty_like(measure_ranks)
-        permuted[target] = measure_ranks[order]
-        shuffled_sq += _correlation(unit_ranks, permuted) ** 2
+    n_measures = measure_ranks.shape[1]
+    # Shuffles go to the matrix product a batch at a time: one product per shuffle spent its
+    # time starting the BLAS threads. Each shuffle's correlations are summed in turn as before.
+    batch = max(1, TUNING_BATCH_COLUMNS // max(n_measures, 1))
+    for start in range(0, permutations, batch):
+        shuffles = min(batch, permutations - start)
+        permuted = np.empty((len(measure_ranks), shuffles, n_measures))
+        for shuffle in range(shuffles):
+            order = np.concatenate([rng.permutation(group) for group in groups])
+            permuted[target, shuffle] = measure_ranks[order]
+        correlations = _correlation(unit_ranks, permuted.reshape(len(measure_ranks), -1))
+        for shuffle in range(shuffles):
+            shuffled_sq += correlations[:, shuffle * n_measures : (shuffle + 1) * n_measures] ** 2
     with np.errstate(invalid="ignore", divide="ignore"):
         null_sd = np.sqrt(shuffled_sq / max(permutations, 1))
         p = 2 * scipy_stats.norm.sf(np.abs(association) / null_sd)
