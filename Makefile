@@ -55,6 +55,7 @@ lint: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/world_throughput.py
 	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/concepts_throughput.py
 	$(BIN)/python bench/paper_loop.py --device cpu --units 32 --samples 16 --paper-samples 2 --batch-size 512 \
 		--classifier-spec '{"kind": "builtin", "name": "shapes-classifier"}' \
 		--generator-spec '{"kind": "builtin", "name": "shapes-generator"}'
