@@ -564,6 +564,40 @@ def test_tuning_finds_the_within_class_association_and_ignores_class_differences
     assert 0.02 <= (noise["p"] <= 0.05).mean() <= 0.09
 
 
+@pytest.mark.parametrize("batch_columns", [1, 7, 4096])
+def test_tuning_shuffles_in_batches_give_the_null_of_one_shuffle_at_a_time(batch_columns, monkeypatch):
+    monkeypatch.setattr("pipeline.stats.TUNING_BATCH_COLUMNS", batch_columns)
+    rng = np.random.default_rng(12)
+    n, classes = 90, np.repeat(np.arange(3), 30)
+    measures = ["object.x", "object.area", "object.y"]
+    observed = pd.DataFrame(rng.standard_normal((n, 3)), columns=measures)
+    r = rng.standard_normal((n, 5))
+    r[:, 0] += observed["object.x"]
+    tuning = unit_tuning(
+        r, np.arange(5), classes, observed, measures, permutations=23, seed=3, q=0.05, min_association=0
+    )
+
+    def ranks(values):  # within each class, centred
+        ranked = np.zeros_like(values)
+        for c in range(3):
+            ranked[classes == c] = scipy_stats.rankdata(values[classes == c], axis=0)
+            ranked[classes == c] -= ranked[classes == c].mean(axis=0)
+        return ranked
+
+    unit_ranks, measure_ranks = ranks(r), ranks(observed.to_numpy())
+    groups = [np.flatnonzero(classes == c) for c in range(3)]
+    shuffle_rng, shuffled_sq = np.random.default_rng(3), np.zeros((5, 3))
+    for _ in range(23):
+        permuted = np.empty_like(measure_ranks)
+        permuted[np.concatenate(groups)] = measure_ranks[np.concatenate([shuffle_rng.permutation(g) for g in groups])]
+        norms = np.sqrt((unit_ranks**2).sum(0))[:, None] * np.sqrt((permuted**2).sum(0))[None, :]
+        shuffled_sq += (unit_ranks.T @ permuted / norms) ** 2
+    scale = np.sqrt((unit_ranks**2).sum(0))[:, None] * np.sqrt((measure_ranks**2).sum(0))[None, :]
+    association = unit_ranks.T @ measure_ranks / scale
+    expected = 2 * scipy_stats.norm.sf(np.abs(association) / np.sqrt(shuffled_sq / 23))
+    np.testing.assert_allclose(tuning["p"].to_numpy().reshape(5, 3), expected, rtol=1e-9)
+
+
 def test_redundancy_is_high_for_a_unit_the_others_carry_and_near_zero_for_one_they_do_not():
     rng = np.random.default_rng(10)
     r = rng.standard_normal((400, 30))
