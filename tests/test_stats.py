@@ -403,6 +403,14 @@ def test_resampled_trimmed_means_are_the_trimmed_means_of_the_resamples(size, mo
         np.testing.assert_allclose(result, trimmed_mean(footing[:, picks]), rtol=1e-12, atol=1e-12)
     complete = values[8, picks]  # [B, n] resamples of a row without NaN
     np.testing.assert_allclose(means[0][8], scipy_stats.trim_mean(complete, TRIM, axis=1), rtol=1e-12)
+    longer = rng.integers(0, size, size=(50, size + 3))  # resamples need not have n draws
+    complete_rows = values[8:]
+    np.testing.assert_allclose(
+        resampled_trimmed_means(draw_counts(longer, size), [complete_rows])[0],
+        trimmed_mean(complete_rows[:, longer]),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_draw_counts_count_each_sample_of_each_resample():
