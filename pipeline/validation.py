@@ -8,7 +8,9 @@ as a classifier spec::
      kwargs: {base_spec: {kind: builtin, name: shapes-classifier}, n_null: 16, seed: 0}}
 
 - Planted units read simple statistics of the image (below), standardised on a sample of
-  the shapes world, and apply a function to them, once per gain/offset pair (default: one
+  the run's world (:func:`reference_statistics`; the base classifier's builtin world unless
+  ``world`` names one, the shapes world for any other classifier), and apply a function to
+  them, once per gain/offset pair (default: one
   copy). ``PLANTED_TRUTH`` names the measure each function should be explained by. Copies
   of one function are collinear, and a linear link shares a function's weight among them:
   with three copies each moved its measure about a third as far, and the effects fell two
@@ -57,6 +59,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pipeline.models.builtin import builtin_world
 from pipeline.models.registry import load_classifier
 from pipeline.segmentation.config import trained_model
 from pipeline.stats import held_out_r2
@@ -71,6 +74,8 @@ REFERENCE_IMAGES = 512
 REFERENCE_SEED = 12345
 DEFAULT_GAINS = (1.0,)
 DEFAULT_OFFSETS = (0.0,)
+# The world that standardises the statistics where neither the spec nor the base model names one.
+DEFAULT_REFERENCE_WORLD = "shapes"
 UNIQUE_TRUTH_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 Statistics = Mapping[str, torch.Tensor]
@@ -250,6 +255,7 @@ class PlantedClassifier(nn.Module):
         gains: Sequence[float],
         offsets: Sequence[float],
         keep_base: bool = True,
+        world: str = DEFAULT_REFERENCE_WORLD,
     ):
         super().__init__()
         if len(gains) != len(offsets) or not gains:
@@ -279,7 +285,8 @@ class PlantedClassifier(nn.Module):
             names.append(f"null:{k}")
         self.unit_names = names
 
-        self.reference_mean, self.reference_std = reference_statistics()
+        self.world = world
+        self.reference_mean, self.reference_std = reference_statistics(world)
         self._null_projections: dict[tuple[int, str], torch.Tensor] = {}
 
         # Without the base units in the layer there is nothing for the base head to read.
@@ -361,6 +368,7 @@ def planted_classifier(
     gains: Sequence[float] = DEFAULT_GAINS,
     offsets: Sequence[float] = DEFAULT_OFFSETS,
     keep_base: bool = True,
+    world: str | None = None,
 ) -> PlantedClassifier:
     """The glass-box classifier: ``base_spec``'s classifier plus planted and null units.
 
@@ -368,7 +376,11 @@ def planted_classifier(
     None plants all of them. Each is planted once per gain/offset pair. Without
     ``keep_base`` the layer holds the planted and null units alone (a small layer of clean
     image functions); the base still gives the object masks, but there is no head, so
-    every sample counts as accepted.
+    every sample counts as accepted. ``world`` names the world whose sample standardises
+    the planted statistics (:func:`reference_statistics`); None takes the base classifier's
+    builtin world, or the shapes world for any other base. A function such as tanh(1.5 z)
+    is nonlinear only over the statistic's own spread: standardised on another world, z
+    may sit wholly on one flank of it.
     """
     table, components = function_set_components(functions)
     names = list(table) if planted is None else list(planted)
@@ -376,7 +388,9 @@ def planted_classifier(
     if unknown:
         raise ValueError(f"planted: unknown function {unknown[0]!r}; known: {', '.join(table)}")
     base = load_classifier(base_spec)
-    model = PlantedClassifier(base, {name: table[name] for name in names}, n_null, seed, gains, offsets, keep_base)
+    world = world or builtin_world(base_spec) or DEFAULT_REFERENCE_WORLD
+    functions_used = {name: table[name] for name in names}
+    model = PlantedClassifier(base, functions_used, n_null, seed, gains, offsets, keep_base, world)
     model.components = {name: components[name] for name in names}
     return model
 
@@ -504,7 +518,8 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
 
     Everything is the run's (samples, link, tuning, statistics), except: the classifier is
     the glass-box one around the run's classifier (with ``config["validation"]``'s planted
-    set), only the planted and null units are swept, and there are no counterfactuals and
+    set, its statistics standardised on the world the run's generator renders: see
+    :func:`reference_world`), only the planted and null units are swept, and there are no counterfactuals and
     no nested validation. So its ``validation.json`` says how well the run's own settings
     find known concepts.
     """
@@ -524,6 +539,7 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
             "gains": list(settings["gains"]),
             "offsets": list(settings["offsets"]),
             "keep_base": settings["keep_base"],
+            "world": reference_world(config["generator"], config["classifier"]),
         },
     }
     first = base_units if settings["keep_base"] else 0
@@ -538,10 +554,16 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
     return nested
 
 
-@functools.lru_cache(maxsize=1)
-def reference_statistics() -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and standard deviation of each statistic over a fixed sample of the shapes world."""
-    images, _, _ = sample(REFERENCE_IMAGES, seed=REFERENCE_SEED)
+def reference_world(generator: Mapping[str, Any], classifier: Mapping[str, Any]) -> str:
+    """The world whose images a run sees: its builtin generator's, else its builtin
+    classifier's, else the shapes world (a user's models name no world of this package)."""
+    return builtin_world(generator) or builtin_world(classifier) or DEFAULT_REFERENCE_WORLD
+
+
+@functools.lru_cache(maxsize=4)
+def reference_statistics(world: str = DEFAULT_REFERENCE_WORLD) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation of each statistic over a fixed sample of ``world``."""
+    images, _, _ = sample(REFERENCE_IMAGES, seed=REFERENCE_SEED, world=world)
     statistics = image_statistics(images)
     return (
         {name: float(values.mean()) for name, values in statistics.items()},

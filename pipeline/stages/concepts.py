@@ -17,7 +17,15 @@ import pandas as pd
 
 from pipeline.measures import selected_measures
 from pipeline.models import load_classifier
-from pipeline.stats import unit_concepts, unit_redundancy, unit_summary, unit_tuning
+from pipeline.stats import (
+    beyond_whole,
+    tuning_beyond_whole,
+    unit_concepts,
+    unit_redundancy,
+    unit_summary,
+    unit_tuning,
+    with_hierarchy,
+)
 from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
 from pipeline.validation import DEVELOPMENT_DRAWS, FUNCTION_SETS, score_validation, unique_truths
 
@@ -49,7 +57,11 @@ def find_concepts(
     redundancy_folds: int,
 ) -> None:
     """Write ``concepts/unit_concepts.parquet`` (the sweeps' tests), ``concepts/unit_tuning.parquet``
-    (the association with the measures across natural samples) and ``concepts/unit_summary.parquet``."""
+    (the association with the measures across natural samples) and ``concepts/unit_summary.parquet``.
+
+    Both tables carry the label hierarchy's columns (:func:`pipeline.stats.beyond_whole`,
+    :func:`pipeline.stats.tuning_beyond_whole`): whether each part measure changed beyond
+    the whole object's, which decides whether it may carry a label."""
     changes = read_parquet(changes_path)
     nulls = read_parquet(nulls_path)
     selected = selected_measures(changes.columns, measures)
@@ -67,6 +79,8 @@ def find_concepts(
         column_p=column_p,
         natural_scale=natural_scale,
     )
+    hierarchy = beyond_whole(changes, nulls, selected, seed=seed, q=q, min_effect=min_effect, column_p=column_p)
+    concepts = with_hierarchy(concepts, hierarchy)
     units = np.sort(changes["unit"].unique())
     activations, _ = read_zarr(activations_path, ["r"])
     layer = activations["r"][observed["sample"].to_numpy()]
@@ -81,6 +95,18 @@ def find_concepts(
         q=q,
         min_association=min_association,
     )
+    tuning_hierarchy = tuning_beyond_whole(
+        layer[:, units],
+        units,
+        observed["class"].to_numpy(),
+        observed,
+        selected,
+        permutations=permutations,
+        seed=seed,
+        q=q,
+        min_association=min_association,
+    )
+    tuning = with_hierarchy(tuning, tuning_hierarchy)
     redundancy = unit_redundancy(layer, units, folds=redundancy_folds, alphas=REDUNDANCY_ALPHAS, seed=seed)
     summary = unit_summary(
         concepts,
