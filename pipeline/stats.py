@@ -426,7 +426,7 @@ def unit_summary(
     concepts = concepts.assign(label_strength=label_strength(concepts))
     unique = _label(concepts, "effect", index, rank_by="label_strength")
     gate = _sweep_gates(concepts, index, q, min_effect)
-    gate = gate.where((gate == LABELLED) | ~held_by_whole, WITH_WHOLE)
+    gate = gate.where(unique["measure"].notna() | ~held_by_whole, WITH_WHOLE)
     gate = gate.where(controllable, NOT_CONTROLLABLE)
     unique = unique.where(controllable)
     summary["unique_measure"] = unique["measure"]
@@ -443,7 +443,7 @@ def unit_summary(
         summary["tuning_association"] = tuned["association"]
         summary["tuning_q"] = tuned["q"]
         tuning_gate = _tuning_gates(tuning, index, q, min_association)
-        summary["tuning_gate"] = tuning_gate.where((tuning_gate == LABELLED) | ~tuning_held, WITH_WHOLE)
+        summary["tuning_gate"] = tuning_gate.where(tuned["measure"].notna() | ~tuning_held, WITH_WHOLE)
     if redundancy is not None:
         summary["redundancy_r2"] = redundancy.reindex(index)
     summary = summary.join(control, how="left")
