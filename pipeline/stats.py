@@ -118,6 +118,15 @@ rest of the layer carries, and so how poorly its unique label is determined. The
 label is given only to units whose sweep moves their own re-encoded activation (the
 controllability gate of :func:`unit_summary`): a unit the generator cannot set says nothing
 through its sweep.
+Labels follow a hierarchy of the whole object and its parts (:func:`label_candidates`). A
+sweep that moves the whole object moves every part with it, and each part's measure then
+changes as much as the object's, often more reliably (the body is large and its mask
+clean), so a flat ranking named a part for what the whole did. A part measure may carry
+either label only where the part changed differently from the whole: its relative measure
+(:mod:`pipeline.measures.hierarchy`: the part's value minus the object's, circularly for hue
+and orientation, its share of the object's area for area) must itself be selective, by the
+sweep's tests (:func:`beyond_whole`) or across natural samples (:func:`tuning_beyond_whole`).
+Otherwise the whole object's own measure competes for the label.
 The observational alternative, moving every other unit by its regression on the swept one
 (and random directions likewise), was measured and not adopted: it labels units by what
 co-varies with them, and against random read-outs of the layer, which all move object
