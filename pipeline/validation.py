@@ -421,6 +421,7 @@ def score_validation(
     planted_truth: Mapping[int, str | None],
     tuning: pd.DataFrame | None = None,
     unique_truth: Mapping[int, str] | None = None,
+    tuning_truth: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """Precision and recall of each label over planted units, and the null units' false-positive rates.
 
@@ -430,9 +431,9 @@ def score_validation(
     precision, correct labels over planted units that got one; recall, correct labels over
     all planted units; ``{label}_null_false_positive_rate``, the selective tests over all
     tests of null units, a per-test false-positive rate (not a false discovery rate: null
-    units are a handful among many tests). The tuning label's truth is the dominant
-    statistic of each planted function; the unique label's is ``unique_truth`` (from
-    :func:`unique_truths`) where given, else the dominant statistic too.
+    units are a handful among many tests). The tuning label's truth is ``tuning_truth``
+    (from :func:`tuning_truths`) where given, the unique label's ``unique_truth`` (from
+    :func:`unique_truths`); each falls back to the dominant statistic of the function.
     """
     truth = {int(unit): measure for unit, measure in planted_truth.items()}
     planted = sorted(unit for unit, measure in truth.items() if measure is not None)
@@ -448,7 +449,8 @@ def score_validation(
     for unit in planted:
         row: dict[str, Any] = {"unit": unit, "truth": truth[unit]}
         row["unique_truth"] = (unique_truth or {}).get(unit, truth[unit])
-        label_truth = {"unique": row["unique_truth"], "tuning": truth[unit]}
+        row["tuning_truth"] = (tuning_truth or {}).get(unit, truth[unit])
+        label_truth = {"unique": row["unique_truth"], "tuning": row["tuning_truth"]}
         for label in labels:
             value = by_unit.at[unit, f"{label}_measure"]
             value = None if pd.isna(value) else str(value)
@@ -511,6 +513,40 @@ def unique_truths(
         for unit in units:
             truths[unit] = {"measure": best, "r2": fitted, "residual": residual}
     return truths
+
+
+def tuning_truths(model: PlantedClassifier, observed: pd.DataFrame) -> dict[int, dict[str, Any]]:
+    """Per planted unit: the component of its function that moves it most within classes.
+
+    The tuning label ranks measures by their association with the unit within each class,
+    so of a mixture's components the one that varies the unit most within a class is what
+    it should find. The planted statistics are standardised over all classes together, so
+    a statistic that mostly tells classes apart (as coat colour tells breeds) varies little
+    within one. For each component measure c of a unit's function (weight w_c),
+    ``within_share`` is the pooled within-class standard deviation of c over its standard
+    deviation across all ``observed`` samples (which carry a ``class`` column), and
+    ``within_weight`` is ``|w_c| * within_share``; the truth is the component with the
+    largest. A function of one statistic keeps it.
+    """
+    truths: dict[int, dict[str, Any]] = {}
+    for unit, name in enumerate(model.unit_names):
+        if not name.startswith("planted:"):
+            continue
+        components = model.components[name.split(":")[1]]
+        share = {measure: _within_class_share(observed, measure) for measure in components}
+        weight = {measure: abs(components[measure]) * share[measure] for measure in components}
+        best = max(weight, key=weight.__getitem__)
+        truths[unit] = {"measure": best, "within_share": share, "within_weight": weight}
+    return truths
+
+
+def _within_class_share(observed: pd.DataFrame, measure: str) -> float:
+    """Pooled within-class standard deviation of ``measure`` over its overall one (NaN left out)."""
+    values = observed[[measure, "class"]].dropna()
+    overall = float(values[measure].var(ddof=1))
+    within = float((values[measure] - values.groupby("class")[measure].transform("mean")).pow(2).sum())
+    within /= max(len(values) - values["class"].nunique(), 1)
+    return math.sqrt(within / overall) if overall > 0 else 0.0
 
 
 def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, Any]:

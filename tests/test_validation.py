@@ -19,6 +19,7 @@ from pipeline.validation import (
     reference_statistics,
     reference_world,
     score_validation,
+    tuning_truths,
     unique_truths,
 )
 from pipeline.world import render, sample, sample_factors
@@ -246,3 +247,29 @@ def test_the_planted_statistics_are_standardised_on_the_world_they_are_given():
         == "shapes"
     )
     assert reference_world({"kind": "python", "entrypoint": "x:y"}, BASE_SPEC) == "shapes"
+
+
+def test_the_tuning_truth_of_a_mixture_is_the_component_that_varies_within_classes():
+    held = planted_classifier(BASE_SPEC, n_null=0, seed=0, functions="held-back-1")
+    rng = np.random.default_rng(5)
+    classes = np.repeat(np.arange(4), 100)
+    observed = pd.DataFrame(
+        {
+            "class": classes,
+            # Object luminance mostly tells the classes apart; background luminance varies within each.
+            "object.luminance": 3.0 * classes + 0.3 * rng.standard_normal(400),
+            "background.luminance": rng.standard_normal(400),
+            "object.area": rng.standard_normal(400),
+            "object.redness": rng.standard_normal(400),
+            "object.y": rng.standard_normal(400),
+            "object.saturation": rng.standard_normal(400),
+        }
+    )
+    truths = tuning_truths(held, observed)
+    by_function = {held.unit_names[unit].split(":")[1]: found for unit, found in truths.items()}
+    mixture = by_function["object_luminance_mix"]
+    assert mixture["measure"] == "background.luminance"
+    assert mixture["within_share"]["object.luminance"] < 0.15 < 0.9 < mixture["within_share"]["background.luminance"]
+    # Where both components vary within classes, the nominal weights decide.
+    assert by_function["object_area_mix"]["measure"] == "object.area"
+    assert by_function["object_y_tanh"]["measure"] == "object.y"

@@ -27,7 +27,7 @@ from pipeline.stats import (
     with_hierarchy,
 )
 from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
-from pipeline.validation import DEVELOPMENT_DRAWS, FUNCTION_SETS, score_validation, unique_truths
+from pipeline.validation import DEVELOPMENT_DRAWS, FUNCTION_SETS, score_validation, tuning_truths, unique_truths
 
 PLANTED_ENTRYPOINT = "pipeline.validation:planted_classifier"
 # Ridge strengths (per training sample) for each unit's redundancy; unit_redundancy picks per unit.
@@ -158,7 +158,9 @@ def validate_concepts(
     ``truth_q``, ``truth_selective``) and across samples (``truth_association``), its
     unique truth (:func:`pipeline.validation.unique_truths`, over the samples of
     ``observed_path`` with the layer of ``activations_path``; ``folds`` and ``seed`` of its
-    ridge) with each component's ``component_r2`` and ``component_residual``, and
+    ridge) with each component's ``component_r2`` and ``component_residual``, its tuning
+    truth (:func:`pipeline.validation.tuning_truths`, over the same samples) with each
+    component's ``component_within_share``, and
     ``null_units`` lists each null unit's selective measures of either label. Planted and
     null units that the run did not sweep are left out and counted in ``units_not_swept``.
     ``function_set`` names the planted set and ``development_set`` says whether the
@@ -181,8 +183,14 @@ def validate_concepts(
     activations, _ = read_zarr(activations_path, ["r"])
     unique = unique_truths(model, activations["r"][observed["sample"].to_numpy()], observed, folds=folds, seed=seed)
     unique = {unit: found for unit, found in unique.items() if unit in truth}
+    tuned = {unit: found for unit, found in tuning_truths(model, observed).items() if unit in truth}
     score = score_validation(
-        summary, concepts, truth, tuning, {unit: found["measure"] for unit, found in unique.items()}
+        summary,
+        concepts,
+        truth,
+        tuning,
+        {unit: found["measure"] for unit, found in unique.items()},
+        {unit: found["measure"] for unit, found in tuned.items()},
     )
     by_test = concepts.set_index(["unit", "measure"])
     by_tuning = tuning.set_index(["unit", "measure"])
@@ -196,6 +204,7 @@ def validate_concepts(
         row["truth_association"] = _finite(by_tuning.loc[key, "association"]) if key in by_tuning.index else None
         row["component_r2"] = unique[row["unit"]]["r2"]
         row["component_residual"] = unique[row["unit"]]["residual"]
+        row["component_within_share"] = tuned[row["unit"]]["within_share"]
     null_ids = [unit for unit, measure in truth.items() if measure is None]
     score["null_units"] = [
         {
