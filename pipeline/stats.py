@@ -118,6 +118,15 @@ rest of the layer carries, and so how poorly its unique label is determined. The
 label is given only to units whose sweep moves their own re-encoded activation (the
 controllability gate of :func:`unit_summary`): a unit the generator cannot set says nothing
 through its sweep.
+Labels follow a hierarchy of the whole object and its parts (:func:`label_candidates`). A
+sweep that moves the whole object moves every part with it, and each part's measure then
+changes as much as the object's, often more reliably (the body is large and its mask
+clean), so a flat ranking named a part for what the whole did. A part measure may carry
+either label only where the part changed differently from the whole: its relative measure
+(:mod:`pipeline.measures.hierarchy`: the part's value minus the object's, circularly for hue
+and orientation, its share of the object's area for area) must itself be selective, by the
+sweep's tests (:func:`beyond_whole`) or across natural samples (:func:`tuning_beyond_whole`).
+Otherwise the whole object's own measure competes for the label.
 The observational alternative, moving every other unit by its regression on the swept one
 (and random directions likewise), was measured and not adopted: it labels units by what
 co-varies with them, and against random read-outs of the layer, which all move object
@@ -135,7 +144,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from pipeline.measures import MAGNITUDE_QUANTITIES, RELATIVE_QUANTITIES, measure_changes, quantity_of
+from pipeline.measures import (
+    MAGNITUDE_QUANTITIES,
+    RELATIVE_QUANTITIES,
+    measure_changes,
+    quantity_of,
+    relative_measures,
+)
 
 RANDOM_DIRECTION = "random_direction"
 AS_IS, PER_W = "as_is", "per_w"
@@ -352,6 +367,8 @@ def _against_directions(
 LABELLED = "labelled"
 
 NOT_CONTROLLABLE = "controllability"
+# The gate of a unit whose only selective measures are parts that moved with the whole object.
+WITH_WHOLE = "whole object"
 
 
 def unit_summary(
@@ -375,11 +392,19 @@ def unit_summary(
     - The tuning label (``tuning_measure``, ``tuning_sign``, ``tuning_association``,
       ``tuning_q``): from ``tuning`` (:func:`unit_tuning`), what the unit responds to across
       natural samples; the selective measure with the largest |association|.
+    - Both labels follow the hierarchy of the whole object and its parts
+      (:func:`label_candidates`): a part measure is a candidate only where the part changed
+      differently from the whole (column ``beyond_object`` of ``concepts`` and ``tuning``,
+      from :func:`beyond_whole` and :func:`tuning_beyond_whole`); otherwise the whole's
+      own measure competes for the label, not one of its parts.
     - ``unique_gate`` and ``tuning_gate``: ``labelled``, or what stopped the unit's strongest
       candidate (largest :func:`label_strength` or |association|): ``controllability``, ``link column``
       (its q failed because its link column is fitting noise), ``q``, ``effect`` (too small),
-      ``classes`` (clear effects of opposite sign in two classes) or ``association``.
-    - ``n_selective``: how many measures are selective in the sweep.
+      ``classes`` (clear effects of opposite sign in two classes), ``association``, or
+      ``whole object`` (its only selective measures are parts that moved with the whole
+      object, and the object's own measure is not selective).
+    - ``n_selective``: how many measures are selective in the sweep, parts moving with the
+      whole included.
     - ``redundancy_r2``: the held-out R² of the unit from the rest of the layer
       (:func:`unit_redundancy`); near 1 the unique label is poorly determined.
     - ``controllability``: the fraction of samples whose re-encoded activation rises with
@@ -411,9 +436,12 @@ def unit_summary(
     control = classifier_measures(changes).reindex(index)
     control.insert(control.columns.get_loc("control_p") + 1, "control_q", benjamini_hochberg(control["control_p"]))
     controllable = (control["control_q"] <= q) & (control["slope"] >= min_control_slope)
+    n_selective = concepts.groupby("unit")["selective"].sum().reindex(index).astype(np.int64)
+    concepts, held_by_whole = label_candidates(concepts, index)
     concepts = concepts.assign(label_strength=label_strength(concepts))
     unique = _label(concepts, "effect", index, rank_by="label_strength")
     gate = _sweep_gates(concepts, index, q, min_effect)
+    gate = gate.where(unique["measure"].notna() | ~held_by_whole, WITH_WHOLE)
     gate = gate.where(controllable, NOT_CONTROLLABLE)
     unique = unique.where(controllable)
     summary["unique_measure"] = unique["measure"]
@@ -421,14 +449,16 @@ def unit_summary(
     summary["unique_effect"] = unique["effect"]
     summary["unique_q"] = unique["q"]
     summary["unique_gate"] = gate
-    summary["n_selective"] = concepts.groupby("unit")["selective"].sum().reindex(index).astype(np.int64)
+    summary["n_selective"] = n_selective
     if tuning is not None:
+        tuning, tuning_held = label_candidates(tuning, index)
         tuned = _label(tuning, "association", index)
         summary["tuning_measure"] = tuned["measure"]
         summary["tuning_sign"] = np.sign(tuned["association"])
         summary["tuning_association"] = tuned["association"]
         summary["tuning_q"] = tuned["q"]
-        summary["tuning_gate"] = _tuning_gates(tuning, index, q, min_association)
+        tuning_gate = _tuning_gates(tuning, index, q, min_association)
+        summary["tuning_gate"] = tuning_gate.where(tuned["measure"].notna() | ~tuning_held, WITH_WHOLE)
     if redundancy is not None:
         summary["redundancy_r2"] = redundancy.reindex(index)
     summary = summary.join(control, how="left")
@@ -508,6 +538,134 @@ def _tuning_gates(tuning: pd.DataFrame, index: pd.Index, q: float, min_associati
         default=LABELLED,
     )
     return pd.Series(gate, index=index)
+
+
+HIERARCHY_COLUMNS = ("unit", "measure", "relative_effect", "relative_q", "beyond_object")
+TUNING_HIERARCHY_COLUMNS = ("unit", "measure", "relative_association", "relative_q", "beyond_object")
+
+
+def beyond_whole(
+    changes: pd.DataFrame,
+    nulls: pd.DataFrame,
+    measures: Sequence[str],
+    *,
+    seed: int = 0,
+    q: float = 0.05,
+    min_effect: float = DEFAULT_MIN_EFFECT,
+    column_p: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Whether each unit's sweep moved each part differently from the whole object: one row
+    per unit x part measure that has a whole-object counterpart, with ``HIERARCHY_COLUMNS``.
+
+    The part's relative measure (:func:`pipeline.measures.relative_measures`: its value
+    minus the object's, circularly for hue and orientation, its share of the object's area
+    for area) is tested exactly as any measure is (:func:`unit_concepts`, without the
+    bootstrap): its change must pass q, be ``min_effect`` random directions' spreads of
+    their own relative change, and agree across classes. ``relative_effect`` and
+    ``relative_q`` are that test's ``effect`` and ``q`` (Benjamini-Hochberg over the
+    relative tests), and ``beyond_object`` is its ``selective``. Random directions also
+    move parts against the whole (a new breed has other proportions), so the test asks
+    for a relative change a random move of the layer does not give.
+    """
+    relative_changes, names = relative_measures(changes, measures)
+    if not names:
+        return pd.DataFrame({column: [] for column in HIERARCHY_COLUMNS})
+    relative_nulls, _ = relative_measures(nulls, measures)
+    tests = unit_concepts(
+        relative_changes,
+        relative_nulls,
+        list(names.values()),
+        n_boot=0,
+        seed=seed,
+        q=q,
+        min_effect=min_effect,
+        column_p=column_p,
+    )
+    part_of = {relative: part for part, relative in names.items()}
+    return pd.DataFrame(
+        {
+            "unit": tests["unit"].to_numpy(),
+            "measure": tests["measure"].map(part_of).to_numpy(),
+            "relative_effect": tests["effect"].to_numpy(),
+            "relative_q": tests["q"].to_numpy(),
+            "beyond_object": tests["selective"].to_numpy(dtype=bool),
+        }
+    )
+
+
+def tuning_beyond_whole(
+    r: np.ndarray,
+    units: np.ndarray,
+    classes: np.ndarray,
+    observed: pd.DataFrame,
+    measures: Sequence[str],
+    *,
+    permutations: int,
+    seed: int,
+    q: float,
+    min_association: float,
+) -> pd.DataFrame:
+    """The tuning analogue of :func:`beyond_whole`: whether each unit's activation is associated
+    with each part's relative measure across natural samples, with ``TUNING_HIERARCHY_COLUMNS``.
+
+    The relative measure is tested as any measure is (:func:`unit_tuning`, same arguments);
+    ``relative_association`` and ``relative_q`` are that test's, and ``beyond_object`` its
+    ``selective``. A unit tuned to where the whole object is correlates with every part's
+    position, but not with where a part sits within the object.
+    """
+    relative_observed, names = relative_measures(observed, measures)
+    names = {part: relative for part, relative in names.items() if quantity_of(part) not in RELATIVE_QUANTITIES}
+    if not names:
+        return pd.DataFrame({column: [] for column in TUNING_HIERARCHY_COLUMNS})
+    tests = unit_tuning(
+        r,
+        units,
+        classes,
+        relative_observed,
+        list(names.values()),
+        permutations=permutations,
+        seed=seed,
+        q=q,
+        min_association=min_association,
+    )
+    part_of = {relative: part for part, relative in names.items()}
+    return pd.DataFrame(
+        {
+            "unit": tests["unit"].to_numpy(),
+            "measure": tests["measure"].map(part_of).to_numpy(),
+            "relative_association": tests["association"].to_numpy(),
+            "relative_q": tests["q"].to_numpy(),
+            "beyond_object": tests["selective"].to_numpy(dtype=bool),
+        }
+    )
+
+
+def with_hierarchy(tests: pd.DataFrame, hierarchy: pd.DataFrame) -> pd.DataFrame:
+    """``tests`` (one row per unit x measure) with the columns of ``hierarchy``
+    (:func:`beyond_whole` or :func:`tuning_beyond_whole`) joined on unit and measure;
+    ``beyond_object`` is True for measures without a whole-object counterpart, which the
+    hierarchy does not hold back."""
+    joined = tests.merge(hierarchy, on=["unit", "measure"], how="left", validate="one_to_one")
+    joined["beyond_object"] = joined["beyond_object"].astype("boolean").fillna(True).astype(bool)
+    return joined
+
+
+def label_candidates(tests: pd.DataFrame, index: pd.Index) -> tuple[pd.DataFrame, pd.Series]:
+    """The tests that may carry a label, and per unit of ``index`` whether the whole held one back.
+
+    A selective part measure is a candidate only where its part changed differently from
+    the whole object (``beyond_object``); otherwise its ``selective`` is cleared here, so the
+    label goes to the object's own measure if that is selective, or to another measure.
+    Parsimony: when all parts move together, the whole is what the unit moves, and which
+    part shows it most reliably is chance (the body, the largest part, usually does). The
+    second value says, per unit, whether any selective test was held back this way. Tests
+    without a ``beyond_object`` column are returned as they are.
+    """
+    if "beyond_object" not in tests.columns:
+        return tests, pd.Series(False, index=index)
+    held = tests["selective"] & ~tests["beyond_object"]
+    held_by_unit = held.groupby(tests["unit"]).any().reindex(index, fill_value=False)
+    return tests.assign(selective=tests["selective"] & tests["beyond_object"]), held_by_unit
 
 
 def classifier_measures(changes: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,9 @@ as a classifier spec::
      kwargs: {base_spec: {kind: builtin, name: shapes-classifier}, n_null: 16, seed: 0}}
 
 - Planted units read simple statistics of the image (below), standardised on a sample of
-  the shapes world, and apply a function to them, once per gain/offset pair (default: one
+  the run's world (:func:`reference_statistics`; the base classifier's builtin world unless
+  ``world`` names one, the shapes world for any other classifier), and apply a function to
+  them, once per gain/offset pair (default: one
   copy). ``PLANTED_TRUTH`` names the measure each function should be explained by. Copies
   of one function are collinear, and a linear link shares a function's weight among them:
   with three copies each moved its measure about a third as far, and the effects fell two
@@ -57,6 +59,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pipeline.models.builtin import builtin_world
 from pipeline.models.registry import load_classifier
 from pipeline.segmentation.config import trained_model
 from pipeline.stats import held_out_r2
@@ -71,6 +74,8 @@ REFERENCE_IMAGES = 512
 REFERENCE_SEED = 12345
 DEFAULT_GAINS = (1.0,)
 DEFAULT_OFFSETS = (0.0,)
+# The world that standardises the statistics where neither the spec nor the base model names one.
+DEFAULT_REFERENCE_WORLD = "shapes"
 UNIQUE_TRUTH_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 Statistics = Mapping[str, torch.Tensor]
@@ -131,7 +136,7 @@ FUNCTION_SETS = {
     "held-back-4": HELD_BACK_4_FUNCTIONS,
 }
 # Drawn sets whose results informed a change of the statistics: development sets now.
-DEVELOPMENT_DRAWS = frozenset({"drawn:20261204"})
+DEVELOPMENT_DRAWS = frozenset({"drawn:20261204", "drawn:1796423902"})
 PLANTED_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in PLANTED_FUNCTIONS.items()}
 # The measure of each statistic of image_statistics.
 STATISTIC_MEASURES = {
@@ -250,6 +255,7 @@ class PlantedClassifier(nn.Module):
         gains: Sequence[float],
         offsets: Sequence[float],
         keep_base: bool = True,
+        world: str = DEFAULT_REFERENCE_WORLD,
     ):
         super().__init__()
         if len(gains) != len(offsets) or not gains:
@@ -279,7 +285,8 @@ class PlantedClassifier(nn.Module):
             names.append(f"null:{k}")
         self.unit_names = names
 
-        self.reference_mean, self.reference_std = reference_statistics()
+        self.world = world
+        self.reference_mean, self.reference_std = reference_statistics(world)
         self._null_projections: dict[tuple[int, str], torch.Tensor] = {}
 
         # Without the base units in the layer there is nothing for the base head to read.
@@ -361,6 +368,7 @@ def planted_classifier(
     gains: Sequence[float] = DEFAULT_GAINS,
     offsets: Sequence[float] = DEFAULT_OFFSETS,
     keep_base: bool = True,
+    world: str | None = None,
 ) -> PlantedClassifier:
     """The glass-box classifier: ``base_spec``'s classifier plus planted and null units.
 
@@ -368,7 +376,11 @@ def planted_classifier(
     None plants all of them. Each is planted once per gain/offset pair. Without
     ``keep_base`` the layer holds the planted and null units alone (a small layer of clean
     image functions); the base still gives the object masks, but there is no head, so
-    every sample counts as accepted.
+    every sample counts as accepted. ``world`` names the world whose sample standardises
+    the planted statistics (:func:`reference_statistics`); None takes the base classifier's
+    builtin world, or the shapes world for any other base. A function such as tanh(1.5 z)
+    is nonlinear only over the statistic's own spread: standardised on another world, z
+    may sit wholly on one flank of it.
     """
     table, components = function_set_components(functions)
     names = list(table) if planted is None else list(planted)
@@ -376,7 +388,9 @@ def planted_classifier(
     if unknown:
         raise ValueError(f"planted: unknown function {unknown[0]!r}; known: {', '.join(table)}")
     base = load_classifier(base_spec)
-    model = PlantedClassifier(base, {name: table[name] for name in names}, n_null, seed, gains, offsets, keep_base)
+    world = world or builtin_world(base_spec) or DEFAULT_REFERENCE_WORLD
+    functions_used = {name: table[name] for name in names}
+    model = PlantedClassifier(base, functions_used, n_null, seed, gains, offsets, keep_base, world)
     model.components = {name: components[name] for name in names}
     return model
 
@@ -407,6 +421,7 @@ def score_validation(
     planted_truth: Mapping[int, str | None],
     tuning: pd.DataFrame | None = None,
     unique_truth: Mapping[int, str] | None = None,
+    tuning_truth: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     """Precision and recall of each label over planted units, and the null units' false-positive rates.
 
@@ -416,9 +431,9 @@ def score_validation(
     precision, correct labels over planted units that got one; recall, correct labels over
     all planted units; ``{label}_null_false_positive_rate``, the selective tests over all
     tests of null units, a per-test false-positive rate (not a false discovery rate: null
-    units are a handful among many tests). The tuning label's truth is the dominant
-    statistic of each planted function; the unique label's is ``unique_truth`` (from
-    :func:`unique_truths`) where given, else the dominant statistic too.
+    units are a handful among many tests). The tuning label's truth is ``tuning_truth``
+    (from :func:`tuning_truths`) where given, the unique label's ``unique_truth`` (from
+    :func:`unique_truths`); each falls back to the dominant statistic of the function.
     """
     truth = {int(unit): measure for unit, measure in planted_truth.items()}
     planted = sorted(unit for unit, measure in truth.items() if measure is not None)
@@ -434,7 +449,8 @@ def score_validation(
     for unit in planted:
         row: dict[str, Any] = {"unit": unit, "truth": truth[unit]}
         row["unique_truth"] = (unique_truth or {}).get(unit, truth[unit])
-        label_truth = {"unique": row["unique_truth"], "tuning": truth[unit]}
+        row["tuning_truth"] = (tuning_truth or {}).get(unit, truth[unit])
+        label_truth = {"unique": row["unique_truth"], "tuning": row["tuning_truth"]}
         for label in labels:
             value = by_unit.at[unit, f"{label}_measure"]
             value = None if pd.isna(value) else str(value)
@@ -499,12 +515,47 @@ def unique_truths(
     return truths
 
 
+def tuning_truths(model: PlantedClassifier, observed: pd.DataFrame) -> dict[int, dict[str, Any]]:
+    """Per planted unit: the component of its function that moves it most within classes.
+
+    The tuning label ranks measures by their association with the unit within each class,
+    so of a mixture's components the one that varies the unit most within a class is what
+    it should find. The planted statistics are standardised over all classes together, so
+    a statistic that mostly tells classes apart (as coat colour tells breeds) varies little
+    within one. For each component measure c of a unit's function (weight w_c),
+    ``within_share`` is the pooled within-class standard deviation of c over its standard
+    deviation across all ``observed`` samples (which carry a ``class`` column), and
+    ``within_weight`` is ``|w_c| * within_share``; the truth is the component with the
+    largest. A function of one statistic keeps it.
+    """
+    truths: dict[int, dict[str, Any]] = {}
+    for unit, name in enumerate(model.unit_names):
+        if not name.startswith("planted:"):
+            continue
+        components = model.components[name.split(":")[1]]
+        share = {measure: _within_class_share(observed, measure) for measure in components}
+        weight = {measure: abs(components[measure]) * share[measure] for measure in components}
+        best = max(weight, key=weight.__getitem__)
+        truths[unit] = {"measure": best, "within_share": share, "within_weight": weight}
+    return truths
+
+
+def _within_class_share(observed: pd.DataFrame, measure: str) -> float:
+    """Pooled within-class standard deviation of ``measure`` over its overall one (NaN left out)."""
+    values = observed[[measure, "class"]].dropna()
+    overall = float(values[measure].var(ddof=1))
+    within = float((values[measure] - values.groupby("class")[measure].transform("mean")).pow(2).sum())
+    within /= max(len(values) - values["class"].nunique(), 1)
+    return math.sqrt(within / overall) if overall > 0 else 0.0
+
+
 def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, Any]:
     """The config of the validation run beside ``config``'s run, in ``results/{run}/validation``.
 
     Everything is the run's (samples, link, tuning, statistics), except: the classifier is
     the glass-box one around the run's classifier (with ``config["validation"]``'s planted
-    set), only the planted and null units are swept, and there are no counterfactuals and
+    set, its statistics standardised on the world the run's generator renders: see
+    :func:`reference_world`), only the planted and null units are swept, and there are no counterfactuals and
     no nested validation. So its ``validation.json`` says how well the run's own settings
     find known concepts.
     """
@@ -524,6 +575,7 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
             "gains": list(settings["gains"]),
             "offsets": list(settings["offsets"]),
             "keep_base": settings["keep_base"],
+            "world": reference_world(config["generator"], config["classifier"]),
         },
     }
     first = base_units if settings["keep_base"] else 0
@@ -538,10 +590,16 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
     return nested
 
 
-@functools.lru_cache(maxsize=1)
-def reference_statistics() -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and standard deviation of each statistic over a fixed sample of the shapes world."""
-    images, _, _ = sample(REFERENCE_IMAGES, seed=REFERENCE_SEED)
+def reference_world(generator: Mapping[str, Any], classifier: Mapping[str, Any]) -> str:
+    """The world whose images a run sees: its builtin generator's, else its builtin
+    classifier's, else the shapes world (a user's models name no world of this package)."""
+    return builtin_world(generator) or builtin_world(classifier) or DEFAULT_REFERENCE_WORLD
+
+
+@functools.lru_cache(maxsize=4)
+def reference_statistics(world: str = DEFAULT_REFERENCE_WORLD) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation of each statistic over a fixed sample of ``world``."""
+    images, _, _ = sample(REFERENCE_IMAGES, seed=REFERENCE_SEED, world=world)
     statistics = image_statistics(images)
     return (
         {name: float(values.mean()) for name, values in statistics.items()},

@@ -16,10 +16,13 @@ from pipeline.validation import (
     function_set_components,
     image_statistics,
     planted_classifier,
+    reference_statistics,
+    reference_world,
     score_validation,
+    tuning_truths,
     unique_truths,
 )
-from pipeline.world import render, sample_factors
+from pipeline.world import render, sample, sample_factors
 
 SIZE = 48
 BASE_UNITS = 8
@@ -222,3 +225,51 @@ def test_the_unique_truth_of_a_mixture_is_the_component_the_rest_of_the_layer_la
     truths = unique_truths(small, layer, observed, folds=4, seed=0)
     assert truths[mixture]["measure"] == "object.redness" and truths[mixture]["r2"]["object.area"] > 0.9
     assert truths[linear]["measure"] == "object.y"
+
+
+def test_the_planted_statistics_are_standardised_on_the_world_they_are_given():
+    # A user's base classifier names no world: the shapes world, unless one is named.
+    shapes = planted_classifier(BASE_SPEC, n_null=0, functions="planted")
+    breeds = planted_classifier(BASE_SPEC, n_null=0, functions="planted", world="breeds")
+    assert shapes.world == "shapes" and breeds.world == "breeds"
+    assert breeds.reference_std == reference_statistics("breeds")[1]
+    # The worlds differ enough that the shapes world's spread would mis-scale the breeds world's.
+    assert reference_statistics("breeds")[1]["object_x"] < 0.5 * reference_statistics("shapes")[1]["object_x"]
+    images, _, _ = sample(256, seed=99, world="breeds")
+    statistics = image_statistics(images)
+    for name, values in statistics.items():
+        z = (values - breeds.reference_mean[name]) / breeds.reference_std[name]
+        assert abs(float(z.mean())) < 0.25 and 0.75 < float(z.std()) < 1.3, name
+    # A builtin base or generator names its world; the generator's decides the run's.
+    assert reference_world({"kind": "builtin", "name": "breeds-generator"}, BASE_SPEC) == "breeds"
+    assert (
+        reference_world({"kind": "python", "entrypoint": "x:y"}, {"kind": "builtin", "name": "shapes-classifier"})
+        == "shapes"
+    )
+    assert reference_world({"kind": "python", "entrypoint": "x:y"}, BASE_SPEC) == "shapes"
+
+
+def test_the_tuning_truth_of_a_mixture_is_the_component_that_varies_within_classes():
+    held = planted_classifier(BASE_SPEC, n_null=0, seed=0, functions="held-back-1")
+    rng = np.random.default_rng(5)
+    classes = np.repeat(np.arange(4), 100)
+    observed = pd.DataFrame(
+        {
+            "class": classes,
+            # Object luminance mostly tells the classes apart; background luminance varies within each.
+            "object.luminance": 3.0 * classes + 0.3 * rng.standard_normal(400),
+            "background.luminance": rng.standard_normal(400),
+            "object.area": rng.standard_normal(400),
+            "object.redness": rng.standard_normal(400),
+            "object.y": rng.standard_normal(400),
+            "object.saturation": rng.standard_normal(400),
+        }
+    )
+    truths = tuning_truths(held, observed)
+    by_function = {held.unit_names[unit].split(":")[1]: found for unit, found in truths.items()}
+    mixture = by_function["object_luminance_mix"]
+    assert mixture["measure"] == "background.luminance"
+    assert mixture["within_share"]["object.luminance"] < 0.15 < 0.9 < mixture["within_share"]["background.luminance"]
+    # Where both components vary within classes, the nominal weights decide.
+    assert by_function["object_area_mix"]["measure"] == "object.area"
+    assert by_function["object_y_tanh"]["measure"] == "object.y"

@@ -126,6 +126,8 @@ def test_validation_enabled_runs_the_workflow_again_beside_the_run_on_planted_un
     nested = planted_run_config(validate_config(config, load_schema(SCHEMA)), base_units=6)
     assert nested["run"] == "tiny/validation" and nested["units"] == {"start": 6, "stop": 6 + 12 + 2}
     assert nested["classifier"]["kwargs"]["base_spec"] == config["classifier"]
+    # The planted statistics are standardised on the world the run's generator renders.
+    assert nested["classifier"]["kwargs"]["world"] == "shapes"
     assert nested["validation"]["enabled"] is False and nested["counterfactuals"]["pairs"] == []
 
 

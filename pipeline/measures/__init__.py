@@ -2,9 +2,16 @@
 
 ``object_masks`` finds the object of every render, ``measure_sweeps`` turns sweeps of
 renders into one row of ``{region}.{quantity}`` measures per render, and
-``measure_changes`` reduces each sweep to its change from the first to the last step.
+``measure_changes`` reduces each sweep to its change from the first to the last step;
+``relative_measures`` relates each part's measures to the whole object's (the label hierarchy).
 """
 
+from pipeline.measures.hierarchy import (
+    SHARE_QUANTITIES,
+    part_whole_pairs,
+    relative_measures,
+    whole_counterpart,
+)
 from pipeline.measures.image import (
     APPEARANCE_QUANTITIES,
     CIRCULAR_QUANTITIES,
@@ -38,15 +45,19 @@ __all__ = [
     "PART_GEOMETRY_QUANTITIES",
     "RELATIVE_QUANTITIES",
     "SHAPE_QUANTITIES",
+    "SHARE_QUANTITIES",
     "measure_changes",
     "measure_names",
     "measure_sweeps",
     "object_masks",
     "otsu_thresholds",
+    "part_whole_pairs",
     "quantity_of",
     "regions_from_labels",
+    "relative_measures",
     "saliency_maps",
     "selected_measures",
     "tested_measures",
+    "whole_counterpart",
     "wrap",
 ]

@@ -17,9 +17,17 @@ import pandas as pd
 
 from pipeline.measures import selected_measures
 from pipeline.models import load_classifier
-from pipeline.stats import unit_concepts, unit_redundancy, unit_summary, unit_tuning
+from pipeline.stats import (
+    beyond_whole,
+    tuning_beyond_whole,
+    unit_concepts,
+    unit_redundancy,
+    unit_summary,
+    unit_tuning,
+    with_hierarchy,
+)
 from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
-from pipeline.validation import DEVELOPMENT_DRAWS, FUNCTION_SETS, score_validation, unique_truths
+from pipeline.validation import DEVELOPMENT_DRAWS, FUNCTION_SETS, score_validation, tuning_truths, unique_truths
 
 PLANTED_ENTRYPOINT = "pipeline.validation:planted_classifier"
 # Ridge strengths (per training sample) for each unit's redundancy; unit_redundancy picks per unit.
@@ -51,7 +59,11 @@ def find_concepts(
 ) -> None:
     """Write ``concepts/unit_concepts.parquet`` (the sweeps' tests), ``concepts/unit_tuning.parquet``
     (the association with the measures across natural samples) and ``concepts/unit_summary.parquet``;
-    the bootstrap of the effects' intervals runs on ``workers`` threads."""
+    the bootstrap of the effects' intervals runs on ``workers`` threads.
+
+    Both tables carry the label hierarchy's columns (:func:`pipeline.stats.beyond_whole`,
+    :func:`pipeline.stats.tuning_beyond_whole`): whether each part measure changed beyond
+    the whole object's, which decides whether it may carry a label."""
     changes = read_parquet(changes_path)
     nulls = read_parquet(nulls_path)
     selected = selected_measures(changes.columns, measures)
@@ -70,6 +82,8 @@ def find_concepts(
         natural_scale=natural_scale,
         workers=workers,
     )
+    hierarchy = beyond_whole(changes, nulls, selected, seed=seed, q=q, min_effect=min_effect, column_p=column_p)
+    concepts = with_hierarchy(concepts, hierarchy)
     units = np.sort(changes["unit"].unique())
     activations, _ = read_zarr(activations_path, ["r"])
     layer = activations["r"][observed["sample"].to_numpy()]
@@ -84,6 +98,18 @@ def find_concepts(
         q=q,
         min_association=min_association,
     )
+    tuning_hierarchy = tuning_beyond_whole(
+        layer[:, units],
+        units,
+        observed["class"].to_numpy(),
+        observed,
+        selected,
+        permutations=permutations,
+        seed=seed,
+        q=q,
+        min_association=min_association,
+    )
+    tuning = with_hierarchy(tuning, tuning_hierarchy)
     redundancy = unit_redundancy(layer, units, folds=redundancy_folds, alphas=REDUNDANCY_ALPHAS, seed=seed)
     summary = unit_summary(
         concepts,
@@ -135,7 +161,9 @@ def validate_concepts(
     ``truth_q``, ``truth_selective``) and across samples (``truth_association``), its
     unique truth (:func:`pipeline.validation.unique_truths`, over the samples of
     ``observed_path`` with the layer of ``activations_path``; ``folds`` and ``seed`` of its
-    ridge) with each component's ``component_r2`` and ``component_residual``, and
+    ridge) with each component's ``component_r2`` and ``component_residual``, its tuning
+    truth (:func:`pipeline.validation.tuning_truths`, over the same samples) with each
+    component's ``component_within_share``, and
     ``null_units`` lists each null unit's selective measures of either label. Planted and
     null units that the run did not sweep are left out and counted in ``units_not_swept``.
     ``function_set`` names the planted set and ``development_set`` says whether the
@@ -158,8 +186,14 @@ def validate_concepts(
     activations, _ = read_zarr(activations_path, ["r"])
     unique = unique_truths(model, activations["r"][observed["sample"].to_numpy()], observed, folds=folds, seed=seed)
     unique = {unit: found for unit, found in unique.items() if unit in truth}
+    tuned = {unit: found for unit, found in tuning_truths(model, observed).items() if unit in truth}
     score = score_validation(
-        summary, concepts, truth, tuning, {unit: found["measure"] for unit, found in unique.items()}
+        summary,
+        concepts,
+        truth,
+        tuning,
+        {unit: found["measure"] for unit, found in unique.items()},
+        {unit: found["measure"] for unit, found in tuned.items()},
     )
     by_test = concepts.set_index(["unit", "measure"])
     by_tuning = tuning.set_index(["unit", "measure"])
@@ -173,6 +207,7 @@ def validate_concepts(
         row["truth_association"] = _finite(by_tuning.loc[key, "association"]) if key in by_tuning.index else None
         row["component_r2"] = unique[row["unit"]]["r2"]
         row["component_residual"] = unique[row["unit"]]["residual"]
+        row["component_within_share"] = tuned[row["unit"]]["within_share"]
     null_ids = [unit for unit, measure in truth.items() if measure is None]
     score["null_units"] = [
         {
