@@ -128,7 +128,8 @@ class GeneratorSegmenter:
     def __init__(self, generator: Any, model_path: str | Path, device: torch.device):
         model, self.part_names, self.record = load_pixel_classifier(model_path)
         # Channels-last weights for the channels-last passes of PixelClassifier.label_maps on a CPU.
-        self.model = model.to(device, memory_format=torch.channels_last if device.type == "cpu" else torch.preserve_format)
+        layout = torch.channels_last if device.type == "cpu" else torch.preserve_format
+        self.model = model.to(device, memory_format=layout)
         self.features = GeneratorFeatures(generator)
 
     @torch.no_grad()
