@@ -23,6 +23,7 @@ from pipeline.segmentation import (
 )
 from pipeline.segmentation.config import check_segmentation
 from pipeline.segmentation.labels import write_map
+from pipeline.segmentation.model import CPU_CHUNK, PixelClassifier
 from pipeline.segmentation.train import render_for_labelling
 from pipeline.stages.config import ConfigError, load_schema, validate_config
 from pipeline.world import part_map, part_names, render, sample_factors
@@ -117,6 +118,25 @@ def test_segmentation_stage_on_the_stylegan_fixture(stylegan, tmp_path):
         predicted = segmenter.label_maps((16, 16))
     assert predicted.dtype == torch.uint8 and predicted.shape == (4, 16, 16)
     assert (predicted.numpy() == maps[8:12]).mean() > 0.7
+
+
+@pytest.mark.parametrize("image_size", [(12, 12), (20, 20)])
+def test_label_maps_in_passes_are_the_argmax_of_one_pass_over_the_batch(image_size):
+    torch.manual_seed(0)
+    model = PixelClassifier([5, 3], num_labels=4, size=12, width=8)
+    for norm in (model.body[1], model.body[4]):
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    model.set_standardisation([(torch.randn(5), torch.rand(5) + 0.5), (torch.randn(3), torch.rand(3) + 0.5)])
+    model.eval()
+    features = [torch.randn(2 * CPU_CHUNK + 5, 5, 6, 6), torch.randn(2 * CPU_CHUNK + 5, 3, 12, 12)]
+    with torch.no_grad():
+        scores = torch.nn.functional.interpolate(model(features), size=image_size, mode="bilinear", align_corners=False)
+        expected = scores.argmax(dim=1).to(torch.uint8)
+        channels_last = model.to(memory_format=torch.channels_last)
+        labels = channels_last.label_maps(features, image_size)
+    assert labels.dtype == torch.uint8
+    assert torch.equal(labels, expected)
 
 
 def test_world_labels_stand_in_for_a_person_on_the_builtin_generator(tmp_path):

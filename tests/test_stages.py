@@ -208,6 +208,17 @@ def test_render_and_encode_does_not_depend_on_the_batch_size() -> None:
     assert small.images.shape == (10, 32, 32, 3) and small.logits.shape == (10, 8)
 
 
+def test_classifier_passes_on_a_cpu_give_the_activations_of_one_pass(monkeypatch) -> None:
+    classifier = tiny_classifier()
+    images = torch.rand(11, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = classifier.features(images)
+        monkeypatch.setattr(common, "CLASSIFIER_CPU_CHUNK", 4)
+        in_passes = common.classify(classifier, images)
+    assert in_passes.shape == whole.shape
+    torch.testing.assert_close(in_passes, whole, rtol=1e-5, atol=1e-6)
+
+
 def test_render_and_encode_at_bf16_stays_close_to_fp32_and_keeps_its_outputs_fp32() -> None:
     generator, classifier = tiny_generator(), tiny_classifier()
     w = torch.randn(12, generator.w_dim, generator=torch.Generator().manual_seed(1))

@@ -169,9 +169,9 @@ def test_sigkill_during_perturb_resumes_with_only_unfinished_chunks(finished_run
     downstream = shutil.ignore_patterns("tables", "concepts", "report", "logs")
     shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True, ignore=downstream)
     results = tmp_path / RESULTS
-    # Model jobs ask for more threads than the 2 cores, so they run one at a time and a chunk
-    # can be done while another is in flight. Same cores as the finished run: BLAS results,
-    # and so the bytes, can depend on the thread count.
+    # The rules' own threads: chunk jobs take one each, so a chunk can be done while another
+    # is in flight. Same cores as the finished run: BLAS results, and so the bytes, can
+    # depend on the thread count.
     process = subprocess.Popen(
         snakemake_command(config=tmp_path / "config.yaml", directory=tmp_path, one_thread_per_rule=False),
         env=workflow_env(),

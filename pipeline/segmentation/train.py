@@ -171,9 +171,8 @@ def _held_out_scores(
     batch = int(config["batch_size"])
     with torch.no_grad():
         for start in range(0, len(ws), batch):
-            scores = model(_features(extractor, generator, ws[start : start + batch], device))
-            scores = F.interpolate(scores, size=maps.shape[-2:], mode="bilinear", align_corners=False)
-            predicted = scores.argmax(dim=1).cpu().numpy()
+            features = _features(extractor, generator, ws[start : start + batch], device)
+            predicted = model.label_maps(features, maps.shape[-2:]).cpu().numpy()
             truth = maps[start : start + batch]
             for label in range(labels):
                 p, t = predicted == label, truth == label

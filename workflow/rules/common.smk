@@ -29,6 +29,11 @@ LOGS = f"logs/{config['run']}"
 BENCHMARKS = f"benchmarks/{config['run']}"
 
 MODEL_THREADS = 4
+# The jobs a run has many of at once (perturb and measure chunks, the null controls beside
+# them) take one thread each: on two cores two run side by side, so one job's start-up,
+# store writes and single-threaded stretches overlap the other's work, and two one-thread
+# jobs render about as fast as one two-thread job (bench/render_path.py). --set-threads overrides.
+CHUNK_THREADS = 1
 
 # Relative to the rule files; used only with `--software-deployment-method conda`.
 CONDA_ENV = "../../environment.yml"

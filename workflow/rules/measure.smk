@@ -12,7 +12,7 @@ if not config["tuning"]["adaptive"]["enabled"]:
             f"{BENCHMARKS}/measure/chunk-{{chunk}}.tsv"
         params:
             code=stage_code("stages.measure"),
-        threads: 2
+        threads: CHUNK_THREADS
         conda:
             CONDA_ENV
         script:

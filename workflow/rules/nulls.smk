@@ -17,7 +17,7 @@ rule null_controls:
         seed=config["tuning"]["null_seed"],
         batch_size=config["tuning"]["batch_size"],
         **model_stage("stages.nulls"),
-    threads: MODEL_THREADS
+    threads: CHUNK_THREADS
     resources:
         gpu=1,
     conda:

@@ -28,7 +28,7 @@ if config["tuning"]["adaptive"]["enabled"]:
             adaptive=config["tuning"]["adaptive"],
             concepts={key: config["concepts"][key] for key in ("measures", "q", "min_effect")},
             **model_stage("stages.perturb_adaptive"),
-        threads: MODEL_THREADS
+        threads: CHUNK_THREADS
         resources:
             gpu=1,
         conda:
@@ -56,7 +56,7 @@ else:
             steps=config["tuning"]["steps"],
             batch_size=config["tuning"]["batch_size"],
             **model_stage("stages.perturb"),
-        threads: MODEL_THREADS
+        threads: CHUNK_THREADS
         resources:
             gpu=1,
         conda:
