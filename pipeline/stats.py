@@ -136,7 +136,7 @@ area, the planted area units lose their label.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -581,16 +581,7 @@ def beyond_whole(
         min_effect=min_effect,
         column_p=column_p,
     )
-    part_of = {relative: part for part, relative in names.items()}
-    return pd.DataFrame(
-        {
-            "unit": tests["unit"].to_numpy(),
-            "measure": tests["measure"].map(part_of).to_numpy(),
-            "relative_effect": tests["effect"].to_numpy(),
-            "relative_q": tests["q"].to_numpy(),
-            "beyond_object": tests["selective"].to_numpy(dtype=bool),
-        }
-    )
+    return _relative_tests(tests, names, "relative_effect", "effect")
 
 
 def tuning_beyond_whole(
@@ -628,12 +619,18 @@ def tuning_beyond_whole(
         q=q,
         min_association=min_association,
     )
+    return _relative_tests(tests, names, "relative_association", "association")
+
+
+def _relative_tests(tests: pd.DataFrame, names: Mapping[str, str], size_column: str, size: str) -> pd.DataFrame:
+    """The tests of relative measures ``names`` (part measure -> relative measure), named by
+    their part measure: the test's ``size`` as ``size_column``, its q and whether it was selective."""
     part_of = {relative: part for part, relative in names.items()}
     return pd.DataFrame(
         {
             "unit": tests["unit"].to_numpy(),
             "measure": tests["measure"].map(part_of).to_numpy(),
-            "relative_association": tests["association"].to_numpy(),
+            size_column: tests[size].to_numpy(),
             "relative_q": tests["q"].to_numpy(),
             "beyond_object": tests["selective"].to_numpy(dtype=bool),
         }

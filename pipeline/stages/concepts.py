@@ -87,29 +87,18 @@ def find_concepts(
     units = np.sort(changes["unit"].unique())
     activations, _ = read_zarr(activations_path, ["r"])
     layer = activations["r"][observed["sample"].to_numpy()]
-    tuning = unit_tuning(
-        layer[:, units],
-        units,
-        observed["class"].to_numpy(),
-        observed,
-        selected,
-        permutations=permutations,
-        seed=seed,
-        q=q,
-        min_association=min_association,
-    )
-    tuning_hierarchy = tuning_beyond_whole(
-        layer[:, units],
-        units,
-        observed["class"].to_numpy(),
-        observed,
-        selected,
-        permutations=permutations,
-        seed=seed,
-        q=q,
-        min_association=min_association,
-    )
-    tuning = with_hierarchy(tuning, tuning_hierarchy)
+    association = {
+        "r": layer[:, units],
+        "units": units,
+        "classes": observed["class"].to_numpy(),
+        "observed": observed,
+        "measures": selected,
+        "permutations": permutations,
+        "seed": seed,
+        "q": q,
+        "min_association": min_association,
+    }
+    tuning = with_hierarchy(unit_tuning(**association), tuning_beyond_whole(**association))
     redundancy = unit_redundancy(layer, units, folds=redundancy_folds, alphas=REDUNDANCY_ALPHAS, seed=seed)
     summary = unit_summary(
         concepts,
