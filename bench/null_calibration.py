@@ -3,9 +3,11 @@
 Reads a finished planted-unit run (``results/{run}``: its activation and null tables, the
 link's column tests and, through ``concepts/validation.json``, the planted classifier) and recomputes the concepts with
 random subsets of its random directions, ``--repeats`` subsets per size. For each size J
-it prints, over every null unit x measure test: the share of ``p_random`` and of ``p`` at
-or below 0.05, 0.01 and 0.001 (a calibrated test gives about those shares, a conservative
-one less), the Kolmogorov-Smirnov distance of ``p_random`` from uniform, and the per-test
+it prints, over every null unit x measure test: the share of ``p_random`` (against the
+random directions), of ``p_change`` (the sweep's change against no change, which with the
+link column decides ``p``) and of ``p`` at or below 0.05, 0.01 and 0.001 (a calibrated test
+gives about those shares, a conservative one less), the Kolmogorov-Smirnov distance of
+``p_random`` and of ``p_change`` from uniform, and the per-test
 false-positive rate (selective null tests); over the planted units: the median
 -log10 ``p`` of their strongest measure, and how many units got a unique label. A run
 with more directions than the default (``tuning.null_directions``) lets the sizes go
@@ -66,20 +68,24 @@ def main() -> None:
             null_tests = concepts[concepts["unit"].isin(null_units)]
             planted_tests = concepts[concepts["unit"].isin(planted)]
             p_random = null_tests["p_random"].dropna().to_numpy()
+            p_change = null_tests["p_change"].dropna().to_numpy()
             strongest = planted_tests.loc[planted_tests.groupby("unit")["p"].idxmin()]
             rows.append(
                 [
                     *(np.mean(p_random <= level) for level in LEVELS),
+                    *(np.mean(p_change <= level) for level in LEVELS),
                     *(np.mean(null_tests["p"].dropna() <= level) for level in LEVELS),
                     scipy_stats.kstest(p_random, "uniform").statistic,
+                    scipy_stats.kstest(p_change, "uniform").statistic,
                     null_tests["selective"].mean(),
                     np.median(-np.log10(strongest["p"].clip(lower=1e-300))),
                     planted_tests.groupby("unit")["selective"].any().sum(),
                 ]
             )
         mean = np.mean(rows, axis=0)
-        names = [f"p_random_le_{level}" for level in LEVELS] + [f"p_le_{level}" for level in LEVELS]
-        names += ["ks_p_random", "null_false_positive_rate", "planted_median_neglog10_p", "planted_selective_units"]
+        names = [f"{p}_le_{level}" for p in ("p_random", "p_change", "p") for level in LEVELS]
+        names += ["ks_p_random", "ks_p_change", "null_false_positive_rate"]
+        names += ["planted_median_neglog10_p", "planted_selective_units"]
         print(f"J={size} " + " ".join(f"{name}={value:.4g}" for name, value in zip(names, mean, strict=True)))
 
 
