@@ -1156,8 +1156,7 @@ def unit_tuning(
     if len(r) != len(observed) or len(r) != len(classes):
         raise ValueError(f"unit_tuning: {len(r)} activation rows, {len(observed)} measured, {len(classes)} classes")
     unit_ranks = _within_class_ranks(r, classes)
-    measure_values = observed[measures].to_numpy(dtype=np.float64)
-    measure_ranks = _within_class_ranks(measure_values, classes)
+    measure_ranks = _within_class_ranks(observed[measures].to_numpy(dtype=np.float64), classes)
     association = _correlation(unit_ranks, measure_ranks)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(classes == c) for c in np.unique(classes)]
@@ -1193,6 +1192,14 @@ def unit_tuning(
     )
     frame["selective"] = (frame["q"] <= q) & (frame["association"].abs() >= min_association)
     return frame
+
+
+def within_class_association(a: np.ndarray, b: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``[A, B]`` pooled within-class rank correlations of the columns of ``a [N, A]`` and
+    ``b [N, B]`` over samples of ``classes [N]``: the association of :func:`unit_tuning`."""
+    classes = np.asarray(classes)
+    ranks_a = _within_class_ranks(np.asarray(a, dtype=np.float64), classes)
+    return _correlation(ranks_a, _within_class_ranks(np.asarray(b, dtype=np.float64), classes))
 
 
 def _within_class_ranks(values: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -62,7 +62,8 @@ from torch import nn
 from pipeline.models.builtin import builtin_world
 from pipeline.models.registry import load_classifier
 from pipeline.segmentation.config import trained_model
-from pipeline.stats import held_out_r2
+from pipeline.stages.config import ConfigError
+from pipeline.stats import held_out_r2, within_class_association
 from pipeline.world import sample
 
 LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
@@ -477,20 +478,36 @@ def score_validation(
     return score
 
 
+def standardised_statistics(model: PlantedClassifier, images: torch.Tensor) -> pd.DataFrame:
+    """The glass-box statistics of ``images`` float [B, 3, H, W] in [0, 1], standardised as
+    ``model``'s planted units read them: one column per statistic, named by its measure."""
+    statistics = image_statistics(images)
+    return pd.DataFrame(
+        {
+            STATISTIC_MEASURES[name]: ((values - model.reference_mean[name]) / model.reference_std[name]).numpy()
+            for name, values in statistics.items()
+        }
+    )
+
+
 def unique_truths(
-    model: PlantedClassifier, layer: np.ndarray, observed: pd.DataFrame, *, folds: int, seed: int
+    model: PlantedClassifier, layer: np.ndarray, statistics: pd.DataFrame, *, folds: int, seed: int
 ) -> dict[int, dict[str, Any]]:
     """Per planted unit: the component of its function that the rest of the layer carries least.
 
-    ``layer [N, U]`` holds the whole layer's activations on samples whose image measures are
-    ``observed`` (same rows). For each component measure c of a unit's function (weight
-    w_c), ``r2`` is the held-out ridge R² of c from every unit of the layer except the
-    function's own copies, and ``residual`` is ``w_c * sqrt(1 - r2)``: how much of the unit
-    the rest of the layer cannot stand in for. The unique truth is the component with the
-    largest residual. A sweep that keeps the other units fixed can only show that part, so
-    a 0.7/0.3 mixture whose dominant statistic the layer already carries is truly labelled
-    by its minor one; copies of the function are left out of "the rest", as the link shares
-    the function's weight among them and a sweep of one still moves it.
+    ``layer [N, U]`` holds the whole layer's activations on samples whose standardised
+    glass-box statistics are ``statistics`` (same rows; :func:`standardised_statistics`).
+    For each component c of a unit's function (weight w_c on the standardised statistic
+    z_c), ``r2`` is the held-out ridge R² of z_c from every unit of the layer except the
+    function's own copies, and ``residual`` is ``|w_c| * sd(z_c) * sqrt(1 - r2)``: how much
+    of the unit's spread over these samples the rest of the layer cannot stand in for. The
+    unique truth is the component with the largest residual. A sweep that keeps the other
+    units fixed can only show that part, so a 0.7/0.3 mixture whose dominant statistic the
+    layer already carries is truly labelled by its minor one; copies of the function are
+    left out of "the rest", as the link shares the function's weight among them and a sweep
+    of one still moves it. The spread is the run's own: the statistics are standardised on
+    the world, and the generator's renders spread some of them several times as wide as
+    others, so the nominal weights alone misjudge which component a unit carries.
     """
     copies: dict[str, list[int]] = {}
     for unit, name in enumerate(model.unit_names):
@@ -499,15 +516,16 @@ def unique_truths(
     truths: dict[int, dict[str, Any]] = {}
     for function, units in copies.items():
         others = np.setdiff1d(np.arange(layer.shape[1]), units)
+        components = model.components[function]
         fitted = {
             measure: held_out_r2(
-                layer[:, others], observed[measure].to_numpy(), folds=folds, alphas=UNIQUE_TRUTH_ALPHAS, seed=seed
+                layer[:, others], statistics[measure].to_numpy(), folds=folds, alphas=UNIQUE_TRUTH_ALPHAS, seed=seed
             )
-            for measure in model.components[function]
+            for measure in components
         }
         residual = {
-            measure: weight * math.sqrt(max(1 - fitted[measure], 0.0))
-            for measure, weight in model.components[function].items()
+            measure: abs(weight) * float(statistics[measure].std()) * math.sqrt(max(1 - fitted[measure], 0.0))
+            for measure, weight in components.items()
         }
         best = max(residual, key=residual.__getitem__)
         for unit in units:
@@ -515,38 +533,40 @@ def unique_truths(
     return truths
 
 
-def tuning_truths(model: PlantedClassifier, observed: pd.DataFrame) -> dict[int, dict[str, Any]]:
-    """Per planted unit: the component of its function that moves it most within classes.
+def tuning_truths(
+    model: PlantedClassifier, layer: np.ndarray, statistics: pd.DataFrame, classes: np.ndarray
+) -> dict[int, dict[str, Any]]:
+    """Per planted unit: the component of its function that it is most associated with within classes.
 
-    The tuning label ranks measures by their association with the unit within each class,
-    so of a mixture's components the one that varies the unit most within a class is what
-    it should find. The planted statistics are standardised over all classes together, so
-    a statistic that mostly tells classes apart (as coat colour tells breeds) varies little
-    within one. For each component measure c of a unit's function (weight w_c),
-    ``within_share`` is the pooled within-class standard deviation of c over its standard
-    deviation across all ``observed`` samples (which carry a ``class`` column), and
-    ``within_weight`` is ``|w_c| * within_share``; the truth is the component with the
-    largest. A function of one statistic keeps it.
+    The tuning label names the measure most associated with the unit within each class
+    (:func:`pipeline.stats.unit_tuning`), so its truth is the component statistic with the
+    largest |association| by the same statistic (:func:`pipeline.stats.within_class_association`),
+    computed from the unit's activation in ``layer [N, U]`` and the glass-box ``statistics``
+    (:func:`standardised_statistics`) of the same samples of ``classes [N]``: never from the
+    image measures that the label reads. A component weighs by how far it moves the unit
+    within a class: a statistic that mostly tells classes apart (as coat colour tells
+    breeds) varies little within one, and one that the generator's renders spread widely
+    moves the unit more than its nominal weight says. A function of one statistic keeps it.
     """
     truths: dict[int, dict[str, Any]] = {}
     for unit, name in enumerate(model.unit_names):
         if not name.startswith("planted:"):
             continue
-        components = model.components[name.split(":")[1]]
-        share = {measure: _within_class_share(observed, measure) for measure in components}
-        weight = {measure: abs(components[measure]) * share[measure] for measure in components}
-        best = max(weight, key=weight.__getitem__)
-        truths[unit] = {"measure": best, "within_share": share, "within_weight": weight}
+        components = list(model.components[name.split(":")[1]])
+        association = within_class_association(layer[:, [unit]], statistics[components].to_numpy(), classes)[0]
+        found = {measure: float(value) for measure, value in zip(components, association, strict=True)}
+        best = max(found, key=lambda measure: abs(np.nan_to_num(found[measure])))
+        truths[unit] = {"measure": best, "association": found}
     return truths
 
 
-def _within_class_share(observed: pd.DataFrame, measure: str) -> float:
-    """Pooled within-class standard deviation of ``measure`` over its overall one (NaN left out)."""
-    values = observed[[measure, "class"]].dropna()
-    overall = float(values[measure].var(ddof=1))
-    within = float((values[measure] - values.groupby("class")[measure].transform("mean")).pow(2).sum())
-    within /= max(len(values) - values["class"].nunique(), 1)
-    return math.sqrt(within / overall) if overall > 0 else 0.0
+def planted_activations_agree(model: PlantedClassifier, images: torch.Tensor, layer: np.ndarray) -> float:
+    """The smallest correlation, over planted units, between the layer's activations and the
+    activations recomputed from ``images``: near 1 where the truths read the units' own images."""
+    with torch.no_grad():
+        recomputed = model.planted_activations(images).numpy()
+    planted = [unit for unit, name in enumerate(model.unit_names) if name.startswith("planted:")]
+    return float(min(np.corrcoef(layer[:, unit], recomputed[:, k])[0, 1] for k, unit in enumerate(planted)))
 
 
 def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, Any]:
@@ -588,6 +608,25 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
         model = trained_model(segmentation, config["generator"], f"results/{config['run']}")
         nested["segmentation"] = {**segmentation, "model": model} if model else dict(segmentation)
     return nested
+
+
+def check_planted_world(classifier: Mapping[str, Any], generator: Mapping[str, Any]) -> None:
+    """Raise ConfigError where a planted classifier's statistics are standardised on another
+    world than the builtin generator renders: its planted units would then read statistics
+    spread several times as wide as intended on some images and hardly at all on others."""
+    if classifier.get("kind") != "python" or classifier.get("entrypoint") != f"{__name__}:planted_classifier":
+        return
+    rendered = builtin_world(generator)
+    if rendered is None:
+        return
+    kwargs = classifier.get("kwargs") or {}
+    standardised = kwargs.get("world") or builtin_world(kwargs.get("base_spec") or {}) or DEFAULT_REFERENCE_WORLD
+    if standardised != rendered:
+        raise ConfigError(
+            f"config key 'classifier.kwargs.world': the planted statistics are standardised on the {standardised} "
+            f"world, but the generator renders the {rendered} world; name world: {rendered}, "
+            f"or a {standardised} generator"
+        )
 
 
 def reference_world(generator: Mapping[str, Any], classifier: Mapping[str, Any]) -> str:

@@ -8,17 +8,23 @@ import pytest
 import torch
 
 from pipeline.models import load_classifier
+from pipeline.stages.config import ConfigError
+from pipeline.stats import within_class_association
 from pipeline.validation import (
     FUNCTION_SETS,
     PLANTED_FUNCTIONS,
     PLANTED_TRUTH,
+    STATISTIC_MEASURES,
     PlantedClassifier,
+    check_planted_world,
     function_set_components,
     image_statistics,
+    planted_activations_agree,
     planted_classifier,
     reference_statistics,
     reference_world,
     score_validation,
+    standardised_statistics,
     tuning_truths,
     unique_truths,
 )
@@ -215,16 +221,22 @@ def test_the_unique_truth_of_a_mixture_is_the_component_the_rest_of_the_layer_la
     )
     rng = np.random.default_rng(0)
     n = 300
-    area, redness, x = rng.standard_normal((3, n))
-    observed = pd.DataFrame({"object.area": area, "object.redness": redness, "object.y": x})
+    area, redness, y = rng.standard_normal((3, n))
+    statistics = pd.DataFrame({"object.area": area, "object.redness": redness, "object.y": y})
     layer = rng.standard_normal((n, small.num_units))
     mixture, linear = BASE_UNITS, BASE_UNITS + 1
     layer[:, mixture] = 0.7 * area + 0.3 * redness
-    layer[:, linear] = x
+    layer[:, linear] = y
     layer[:, 0] = area + 0.05 * rng.standard_normal(n)  # a base unit already carries area
-    truths = unique_truths(small, layer, observed, folds=4, seed=0)
+    truths = unique_truths(small, layer, statistics, folds=4, seed=0)
     assert truths[mixture]["measure"] == "object.redness" and truths[mixture]["r2"]["object.area"] > 0.9
     assert truths[linear]["measure"] == "object.y"
+    # Nobody else carries area: the dominant component is the truth, until the run's renders
+    # spread redness so widely that it, not area, is most of what the unit adds.
+    layer[:, 0] = rng.standard_normal(n)
+    assert unique_truths(small, layer, statistics, folds=4, seed=0)[mixture]["measure"] == "object.area"
+    statistics["object.redness"] = 4.0 * redness
+    assert unique_truths(small, layer, statistics, folds=4, seed=0)[mixture]["measure"] == "object.redness"
 
 
 def test_the_planted_statistics_are_standardised_on_the_world_they_are_given():
@@ -249,27 +261,67 @@ def test_the_planted_statistics_are_standardised_on_the_world_they_are_given():
     assert reference_world({"kind": "python", "entrypoint": "x:y"}, BASE_SPEC) == "shapes"
 
 
-def test_the_tuning_truth_of_a_mixture_is_the_component_that_varies_within_classes():
+def test_the_tuning_truth_of_a_mixture_is_the_component_it_is_most_associated_with_within_classes():
     held = planted_classifier(BASE_SPEC, n_null=0, seed=0, functions="held-back-1")
     rng = np.random.default_rng(5)
-    classes = np.repeat(np.arange(4), 100)
-    observed = pd.DataFrame(
+    n = 400
+    classes = np.repeat(np.arange(4), n // 4)
+    statistics = pd.DataFrame(
         {
-            "class": classes,
             # Object luminance mostly tells the classes apart; background luminance varies within each.
-            "object.luminance": 3.0 * classes + 0.3 * rng.standard_normal(400),
-            "background.luminance": rng.standard_normal(400),
-            "object.area": rng.standard_normal(400),
-            "object.redness": rng.standard_normal(400),
-            "object.y": rng.standard_normal(400),
-            "object.saturation": rng.standard_normal(400),
+            "object.luminance": 3.0 * classes + 0.3 * rng.standard_normal(n),
+            "background.luminance": rng.standard_normal(n),
+            "object.area": rng.standard_normal(n),
+            "object.redness": rng.standard_normal(n),
+            "object.y": rng.standard_normal(n),
+            "object.saturation": rng.standard_normal(n),
         }
     )
-    truths = tuning_truths(held, observed)
+    layer = np.zeros((n, held.num_units))
+    for unit, name in enumerate(held.unit_names):
+        if name.startswith("planted:"):
+            components = held.components[name.split(":")[1]]
+            layer[:, unit] = sum(weight * statistics[measure] for measure, weight in components.items())
+    truths = tuning_truths(held, layer, statistics, classes)
     by_function = {held.unit_names[unit].split(":")[1]: found for unit, found in truths.items()}
     mixture = by_function["object_luminance_mix"]
     assert mixture["measure"] == "background.luminance"
-    assert mixture["within_share"]["object.luminance"] < 0.15 < 0.9 < mixture["within_share"]["background.luminance"]
-    # Where both components vary within classes, the nominal weights decide.
+    assert abs(mixture["association"]["object.luminance"]) < 0.6 < 0.8 < mixture["association"]["background.luminance"]
+    # Where both components vary alike within classes, the weights decide; a single statistic is its own truth.
     assert by_function["object_area_mix"]["measure"] == "object.area"
     assert by_function["object_y_tanh"]["measure"] == "object.y"
+    # The association is the tuning label's own statistic.
+    unit = next(unit for unit, name in enumerate(held.unit_names) if name.startswith("planted:object_area_mix:"))
+    expected = within_class_association(layer[:, [unit]], statistics[["object.area"]].to_numpy(), classes)[0, 0]
+    assert by_function["object_area_mix"]["association"]["object.area"] == pytest.approx(expected)
+
+
+def test_the_truths_read_the_planted_units_own_images():
+    model = planted_classifier(BASE_SPEC, n_null=2, functions="held-back-2")
+    images = circles(64, 11)
+    with torch.no_grad():
+        layer = model.features(images).numpy()
+    assert planted_activations_agree(model, images, layer) > 0.999
+    # Other images than the layer's: the units no longer follow them.
+    assert planted_activations_agree(model, circles(64, 12), layer) < 0.5
+    statistics = standardised_statistics(model, images)
+    assert set(statistics.columns) == set(STATISTIC_MEASURES.values()) and len(statistics) == 64
+    unit = unit_columns(model, "object_area_tanh")[0]
+    # tanh(1.5 z) of the statistic: monotone, so its ranks are the statistic's.
+    assert (
+        np.corrcoef(np.argsort(np.argsort(statistics["object.area"])), np.argsort(np.argsort(layer[:, unit])))[0, 1]
+        > 0.999
+    )
+
+
+def test_a_planted_classifier_standardised_on_another_world_than_the_generator_renders_is_refused():
+    planted = {"kind": "python", "entrypoint": "pipeline.validation:planted_classifier"}
+    breeds_base = {"base_spec": {"kind": "builtin", "name": "breeds-classifier"}}
+    shapes_generator = {"kind": "builtin", "name": "shapes-generator"}
+    with pytest.raises(ConfigError, match=r"classifier\.kwargs\.world.*breeds world.*shapes world"):
+        check_planted_world(planted | {"kwargs": breeds_base}, shapes_generator)
+    check_planted_world(planted | {"kwargs": breeds_base | {"world": "shapes"}}, shapes_generator)
+    check_planted_world(planted | {"kwargs": breeds_base}, {"kind": "builtin", "name": "breeds-generator"})
+    # A user's generator names no world; nor does a classifier other than the planted one.
+    check_planted_world(planted | {"kwargs": breeds_base}, {"kind": "python", "entrypoint": "x:y"})
+    check_planted_world({"kind": "builtin", "name": "breeds-classifier"}, shapes_generator)

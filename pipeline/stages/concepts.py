@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipeline.measures import selected_measures
-from pipeline.models import load_classifier
+from pipeline.stages.common import ModelSetup, render_images
 from pipeline.stats import (
     beyond_whole,
     tuning_beyond_whole,
@@ -27,9 +28,20 @@ from pipeline.stats import (
     with_hierarchy,
 )
 from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
-from pipeline.validation import DEVELOPMENT_DRAWS, FUNCTION_SETS, score_validation, tuning_truths, unique_truths
+from pipeline.validation import (
+    DEVELOPMENT_DRAWS,
+    FUNCTION_SETS,
+    planted_activations_agree,
+    score_validation,
+    standardised_statistics,
+    tuning_truths,
+    unique_truths,
+)
 
 PLANTED_ENTRYPOINT = "pipeline.validation:planted_classifier"
+# How closely the planted activations recomputed from the re-rendered samples must follow the
+# layer's: renders are quantised to 8 bits here, so not exactly.
+MIN_PLANTED_AGREEMENT = 0.99
 # Ridge strengths (per training sample) for each unit's redundancy; unit_redundancy picks per unit.
 REDUNDANCY_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
@@ -135,11 +147,13 @@ def validate_concepts(
     concepts_path: str | Path,
     summary_path: str | Path,
     tuning_path: str | Path,
+    latents_path: str | Path,
     activations_path: str | Path,
     observed_path: str | Path,
     out_path: str | Path,
     *,
-    classifier: Mapping[str, Any],
+    models: ModelSetup,
+    batch_size: int,
     folds: int,
     seed: int,
 ) -> dict[str, Any]:
@@ -148,20 +162,23 @@ def validate_concepts(
     Besides :func:`pipeline.validation.score_validation`'s figures, each planted unit's row
     holds its name and how its true measure fared in the sweep (``truth_effect``,
     ``truth_q``, ``truth_selective``) and across samples (``truth_association``), its
-    unique truth (:func:`pipeline.validation.unique_truths`, over the samples of
-    ``observed_path`` with the layer of ``activations_path``; ``folds`` and ``seed`` of its
-    ridge) with each component's ``component_r2`` and ``component_residual``, its tuning
-    truth (:func:`pipeline.validation.tuning_truths`, over the same samples) with each
-    component's ``component_within_share``, and
+    unique truth (:func:`pipeline.validation.unique_truths`) with each component's
+    ``component_r2`` and ``component_residual``, and its tuning truth
+    (:func:`pipeline.validation.tuning_truths`) with each component's
+    ``component_association``. Both truths read the glass-box statistics of the samples of
+    ``observed_path``, rendered again from ``latents_path`` with ``models``' generator, and
+    the layer of ``activations_path``; ``folds`` and ``seed`` are the unique truth's ridge's.
     ``null_units`` lists each null unit's selective measures of either label. Planted and
     null units that the run did not sweep are left out and counted in ``units_not_swept``.
     ``function_set`` names the planted set and ``development_set`` says whether the
     statistics were developed on it (every set of ``FUNCTION_SETS`` so far, and the draws of
     ``DEVELOPMENT_DRAWS``), so its figures do not speak for functions nothing was tuned on.
     """
+    classifier = models.classifier or {}
     if not is_planted_classifier(classifier):
         raise ValueError(f"config key 'classifier': validation needs kind python with entrypoint {PLANTED_ENTRYPOINT}")
-    model = load_classifier(classifier)
+    loaded = models.load()
+    model = loaded.classifier
     concepts = read_parquet(concepts_path)
     summary = read_parquet(summary_path)
     tuning = read_parquet(tuning_path)
@@ -172,10 +189,25 @@ def validate_concepts(
         raise ValueError(f"config key 'units': none of the planted units {min(planted)}-{max(planted)} was swept")
 
     observed = read_parquet(observed_path)
+    rows = observed["sample"].to_numpy()
+    latents, _ = read_zarr(latents_path, ["w"])
     activations, _ = read_zarr(activations_path, ["r"])
-    unique = unique_truths(model, activations["r"][observed["sample"].to_numpy()], observed, folds=folds, seed=seed)
+    layer = activations["r"][rows]
+    rendered = render_images(
+        loaded.generator, torch.from_numpy(latents["w"][rows]), batch_size=batch_size, device=loaded.device
+    )
+    images = torch.from_numpy(rendered).permute(0, 3, 1, 2).float() / 255.0
+    agreement = planted_activations_agree(model, images, layer)
+    if not agreement >= MIN_PLANTED_AGREEMENT:
+        raise ValueError(
+            f"{activations_path}: the planted units' activations do not follow their images rendered again from "
+            f"{latents_path} (correlation {agreement:.3f}); the two come from different models"
+        )
+    statistics = standardised_statistics(model, images)
+    unique = unique_truths(model, layer, statistics, folds=folds, seed=seed)
     unique = {unit: found for unit, found in unique.items() if unit in truth}
-    tuned = {unit: found for unit, found in tuning_truths(model, observed).items() if unit in truth}
+    tuned = tuning_truths(model, layer, statistics, observed["class"].to_numpy())
+    tuned = {unit: found for unit, found in tuned.items() if unit in truth}
     score = score_validation(
         summary,
         concepts,
@@ -196,7 +228,7 @@ def validate_concepts(
         row["truth_association"] = _finite(by_tuning.loc[key, "association"]) if key in by_tuning.index else None
         row["component_r2"] = unique[row["unit"]]["r2"]
         row["component_residual"] = unique[row["unit"]]["residual"]
-        row["component_within_share"] = tuned[row["unit"]]["within_share"]
+        row["component_association"] = tuned[row["unit"]]["association"]
     null_ids = [unit for unit, measure in truth.items() if measure is None]
     score["null_units"] = [
         {

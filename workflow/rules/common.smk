@@ -9,6 +9,7 @@ from pipeline.provenance import dependents, recorded_inputs
 from pipeline.reporting.render import templates_version
 from pipeline.stages.common import code_version
 from pipeline.stages.concepts import is_planted_classifier
+from pipeline.validation import check_planted_world
 from pipeline.segmentation.config import WORLD, check_segmentation, trained_model
 from pipeline.segmentation.labels import LabelsError
 from pipeline.stages.config import (
@@ -129,6 +130,7 @@ def check_before_jobs():
     check_classes(config["classes"], {"classifier": sizes["classifier"], "generator": sizes["generator"]})
     head_classes = sizes["classifier"] if sizes["classifier_head"] else None
     check_pairs(config["counterfactuals"]["pairs"], config["classes"], head_classes)
+    check_planted_world(config["classifier"], config["generator"])
     unit_chunks()
     if workflow.is_main_process:
         note = clear_stale_lock(".snakemake")

@@ -61,6 +61,7 @@ rule validation:
         concepts=f"{RESULTS}/concepts/unit_concepts.parquet",
         summary=f"{RESULTS}/concepts/unit_summary.parquet",
         tuning=f"{RESULTS}/concepts/unit_tuning.parquet",
+        latents=f"{RESULTS}/latents.zarr",
         activations=f"{RESULTS}/activations.zarr",
         observed=f"{RESULTS}/tables/sample_measures.parquet",
     output:
@@ -68,11 +69,13 @@ rule validation:
     log:
         f"{LOGS}/validation.log",
     params:
-        classifier=model_params("classifier"),
+        batch_size=config["samples"]["batch_size"],
         folds=config["concepts"]["redundancy_folds"],
         seed=config["concepts"]["seed"],
-        code=stage_code("stages.concepts", "validation"),
-    threads: 1
+        **model_stage("stages.concepts"),
+    threads: MODEL_THREADS
+    resources:
+        gpu=1,
     conda:
         CONDA_ENV
     script:

@@ -1,4 +1,4 @@
-from pipeline.stages.common import run_stage
+from pipeline.stages.common import ModelSetup, run_stage
 from pipeline.stages.concepts import validate_concepts
 
 job = snakemake  # noqa: F821 (injected by Snakemake's script directive)
@@ -9,10 +9,12 @@ run_stage(
     concepts_path=job.input.concepts,
     summary_path=job.input.summary,
     tuning_path=job.input.tuning,
+    latents_path=job.input.latents,
     activations_path=job.input.activations,
     observed_path=job.input.observed,
     out_path=job.output[0],
-    classifier=job.params.classifier["spec"],
+    models=ModelSetup.from_params(job.params.models),
+    batch_size=job.params.batch_size,
     folds=job.params.folds,
     seed=job.params.seed,
 )
