@@ -376,6 +376,7 @@ def unit_summary(
     changes: pd.DataFrame,
     tuning: pd.DataFrame | None = None,
     redundancy: pd.Series | None = None,
+    domain: pd.DataFrame | None = None,
     *,
     q: float = 0.05,
     min_effect: float = DEFAULT_MIN_EFFECT,
@@ -407,6 +408,13 @@ def unit_summary(
       whole included.
     - ``redundancy_r2``: the held-out R² of the unit from the rest of the layer
       (:func:`unit_redundancy`); near 1 the unique label is poorly determined.
+    - ``sweep_end_distance`` and ``sweep_in_domain``: from ``domain`` (one row per unit,
+      :func:`pipeline.stages.perturb.sweep_domain`), how far the sweep's ends lie from the
+      generator's training latents, in radii of their domain, and the share of sweeps that
+      stay inside it. A sweep sets one unit over its whole range and holds the others, a
+      combination that natural samples need not contain; where the rest of the layer nearly
+      predicts the unit, the link gives it a long column and the renders leave the images the
+      generator was trained to make. What then changes says little about what the unit reads.
     - ``controllability``: the fraction of samples whose re-encoded activation rises with
       the requested value (positive least-squares slope over the steps).
     - ``slope``: the pooled within-sample slope of achieved on requested (1: fully controlled);
@@ -461,6 +469,8 @@ def unit_summary(
         summary["tuning_gate"] = tuning_gate.where(tuned["measure"].notna() | ~tuning_held, WITH_WHOLE)
     if redundancy is not None:
         summary["redundancy_r2"] = redundancy.reindex(index)
+    if domain is not None:
+        summary = summary.join(domain[["sweep_end_distance", "sweep_in_domain"]], how="left")
     summary = summary.join(control, how="left")
     summary["controllable"] = controllable
     return summary.reset_index()

@@ -38,7 +38,7 @@ from pipeline.stages.link import (
 )
 from pipeline.stages.measure import gather_tables, sweep_table
 from pipeline.stages.nulls import direction_sweeps, random_directions, typical_span
-from pipeline.stages.perturb import sweep_latents, sweep_values
+from pipeline.stages.perturb import sweep_domain, sweep_latents, sweep_values
 from pipeline.stages.sample import latents_from_seeds, map_latents, sample_latents
 from pipeline.stages.samples import Samples
 from pipeline.stages.units import compute_ranges, probe_rows, probe_samples
@@ -354,6 +354,28 @@ def test_column_tests_tell_learnt_columns_from_fitting_noise() -> None:
     ratio = tests["w_norm"] / tests["noise_norm"]
     assert 0.8 < ratio[signal:-1].median() < 1.2 and ratio[:signal].min() > 10
     assert tests["p"].iloc[-1] == 1.0 and tests["w_norm"].iloc[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_sweep_domain_places_each_sweeps_ends_against_the_training_latents(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    n, w_dim = 400, 6
+    split = np.array(["train"] * 300 + ["probe"] * 100)
+    r = rng.standard_normal((n, 2)).astype(np.float32)
+    # w follows the link exactly, so every sample's latent is a natural one.
+    weight = np.zeros((w_dim, 2), dtype=np.float32)
+    weight[0, 0], weight[1, 1] = 1.0, 1.0
+    w = r @ weight.T + 0.5 * rng.standard_normal((n, w_dim)).astype(np.float32)
+    write_zarr(tmp_path / "latents.zarr", {"w": w, "class": np.zeros(n, dtype=np.int64), "split": split})
+    write_zarr(tmp_path / "activations.zarr", {"r": r, "accepted": np.ones(n, dtype=bool)})
+    # Unit 0 sweeps over its natural range; unit 1 over twenty times as far.
+    ranges = pd.DataFrame({"unit": [0, 1], "low": [-2.0, -40.0], "high": [2.0, 40.0]})
+    write_parquet(tmp_path / "ranges.parquet", ranges)
+    save_link(tmp_path / "link.pt", AffineLink(torch.from_numpy(weight), torch.zeros(w_dim)), 1.0, None, hidden=8)
+    samples = Samples(tmp_path / "latents.zarr", tmp_path / "activations.zarr")
+    domain = sweep_domain(samples, tmp_path / "link.pt", tmp_path / "ranges.parquet", [0, 1])
+    assert list(domain.index) == [0, 1]
+    assert domain.loc[0, "sweep_end_distance"] < 1.0 and domain.loc[0, "sweep_in_domain"] > 0.8
+    assert domain.loc[1, "sweep_end_distance"] > 5.0 and domain.loc[1, "sweep_in_domain"] == 0.0
 
 
 def test_link_round_trips_through_a_weights_only_checkpoint(tmp_path: Path) -> None:

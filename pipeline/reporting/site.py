@@ -245,6 +245,7 @@ def index_values(
             "units selective for at least one measure": len(context.selective_measures),
             "measures": concepts["measure"].nunique(),
             "unit pages": len(context.pages),
+            **domain_facts(context.summary),
         },
         "regions": region_source(context.strips),
         "link": link_values(metrics),
@@ -261,6 +262,17 @@ def index_values(
         "factors": factor_values(factors_path, context),
         "measures": measure_order(concepts),
         "units": unit_rows(context, ranked),
+    }
+
+
+def domain_facts(summary: pd.DataFrame) -> dict[str, str]:
+    """Where the units' sweeps end against the generator's latent domain, when the summary says."""
+    if "sweep_in_domain" not in summary:
+        return {}
+    inside = int((summary["sweep_in_domain"] == 1.0).sum())
+    return {
+        "units whose sweeps all stay in the generator's latent domain": f"{inside} of {len(summary)}",
+        "median sweep end (latent domain radii; 1 = its edge)": fmt(float(summary["sweep_end_distance"].median())),
     }
 
 
@@ -488,6 +500,8 @@ def unit_values(
         "tuning q": _optional_value(summary, unit, "tuning_q"),
         "tuning label decided by": _optional_text(summary, unit, "tuning_gate"),
         "redundancy R²": _optional_value(summary, unit, "redundancy_r2"),
+        "sweep end (latent domain radii; 1 = its edge)": _optional_value(summary, unit, "sweep_end_distance"),
+        "sweeps inside the latent domain": _optional_value(summary, unit, "sweep_in_domain"),
         "per-class effects of the strongest measure": _class_range(rows),
         "selective measures": len(context.selective_measures.get(unit, [])),
         **{name.replace("_", " "): _summary_value(summary, unit, name) for name in SUMMARY_FIELDS},

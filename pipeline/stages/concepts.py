@@ -18,6 +18,8 @@ import torch
 
 from pipeline.measures import selected_measures
 from pipeline.stages.common import ModelSetup, render_images
+from pipeline.stages.perturb import sweep_domain
+from pipeline.stages.samples import Samples
 from pipeline.stats import (
     beyond_whole,
     tuning_beyond_whole,
@@ -54,6 +56,9 @@ def find_concepts(
     concepts_path: str | Path,
     summary_path: str | Path,
     link_units_path: str | Path,
+    link_path: str | Path,
+    ranges_path: str | Path,
+    latents_path: str | Path,
     activations_path: str | Path,
     observed_path: str | Path,
     tuning_path: str | Path,
@@ -75,7 +80,10 @@ def find_concepts(
 
     Both tables carry the label hierarchy's columns (:func:`pipeline.stats.beyond_whole`,
     :func:`pipeline.stats.tuning_beyond_whole`): whether each part measure changed beyond
-    the whole object's, which decides whether it may carry a label."""
+    the whole object's, which decides whether it may carry a label. The summary also says
+    where each unit's sweeps end against the generator's latent domain
+    (:func:`pipeline.stages.perturb.sweep_domain`, from the link of ``link_path``, the ranges
+    of ``ranges_path`` and the samples of ``latents_path``)."""
     changes = read_parquet(changes_path)
     nulls = read_parquet(nulls_path)
     selected = selected_measures(changes.columns, measures)
@@ -112,11 +120,13 @@ def find_concepts(
     }
     tuning = with_hierarchy(unit_tuning(**association), tuning_beyond_whole(**association))
     redundancy = unit_redundancy(layer, units, folds=redundancy_folds, alphas=REDUNDANCY_ALPHAS, seed=seed)
+    domain = sweep_domain(Samples(latents_path, activations_path), link_path, ranges_path, units)
     summary = unit_summary(
         concepts,
         changes,
         tuning,
         redundancy,
+        domain,
         q=q,
         min_effect=min_effect,
         min_control_slope=min_control_slope,
@@ -124,7 +134,7 @@ def find_concepts(
     )
     log.info(
         "concepts: %d units x %d measures tested, %d selective pairs; %d of %d units controllable; "
-        "%d unique and %d tuning labels",
+        "%d unique and %d tuning labels; %d units' sweeps stay in the latent domain on every sample",
         len(units),
         len(selected),
         int(concepts["selective"].sum()),
@@ -132,6 +142,7 @@ def find_concepts(
         len(summary),
         int(summary["unique_measure"].notna().sum()),
         int(summary["tuning_measure"].notna().sum()),
+        int((summary["sweep_in_domain"] == 1.0).sum()),
     )
     write_parquet(concepts_path, concepts)
     write_parquet(tuning_path, tuning)

@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from pipeline.counterfactual import LatentDomain
 from pipeline.stages.common import Encoded, Models, ModelSetup, region_attrs, softmax
 from pipeline.stages.link import AffineLink, load_link
 from pipeline.stages.samples import Samples
 from pipeline.stages.units import probe_samples
-from pipeline.store import read_parquet, write_zarr
+from pipeline.store import read_parquet, read_zarr, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,43 @@ def chunk_sweeps(
     unit_ids = np.asarray(units, dtype=np.int64)
     values = sweep_values(ranges.loc[unit_ids, "low"].to_numpy(), ranges.loc[unit_ids, "high"].to_numpy(), steps)
     return rows, probe["class"], probe["r"], unit_ids, values
+
+
+# Units whose sweep ends are placed against the latent domain at once (bounds the memory).
+DOMAIN_UNIT_BLOCK = 256
+
+
+def sweep_domain(
+    samples: Samples, link_path: str | Path, ranges_path: str | Path, units: Sequence[int]
+) -> pd.DataFrame:
+    """Per unit of ``units``: where its sweeps end against the generator's latent domain.
+
+    The domain is the counterfactuals' (:class:`pipeline.counterfactual.LatentDomain` of the
+    accepted training latents: within the 99th percentile of their standardised distance
+    from their mean). Each sweep's two ends (its range's low and high, every probe sample)
+    are rebuilt as :func:`perturb_chunk` renders them. ``sweep_end_distance``: the median
+    over the unit's probe samples of the farther end's distance in domain radii (1: the
+    edge); ``sweep_in_domain``: the share of its sweeps whose both ends lie inside.
+    """
+    latents, _ = read_zarr(samples.latents_path, ["w"])
+    domain = LatentDomain.fit(latents["w"][samples.rows("train")])
+    link = load_link(link_path)
+    frames = []
+    for start in range(0, len(units), DOMAIN_UNIT_BLOCK):
+        block = list(units)[start : start + DOMAIN_UNIT_BLOCK]
+        _, _, r, unit_ids, values = chunk_sweeps(samples, ranges_path, block, 2)
+        w = sweep_latents(link, torch.from_numpy(r), unit_ids, torch.from_numpy(values)).numpy()
+        ends = domain.distances(w.reshape(-1, w.shape[-1])).reshape(w.shape[:3]).max(axis=2) / domain.radius
+        frames.append(
+            pd.DataFrame(
+                {
+                    "unit": unit_ids,
+                    "sweep_end_distance": np.median(ends, axis=1),
+                    "sweep_in_domain": (ends <= 1.0).mean(axis=1),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True).set_index("unit")
 
 
 def perturb_chunk(

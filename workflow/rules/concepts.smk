@@ -26,6 +26,9 @@ rule concepts:
         changes=f"{RESULTS}/tables/activation_changes.parquet",
         nulls=f"{RESULTS}/tables/null_controls.parquet",
         link_units=f"{RESULTS}/link/units.parquet",
+        link=f"{RESULTS}/link/model.pt",
+        ranges=f"{RESULTS}/units/ranges.parquet",
+        latents=f"{RESULTS}/latents.zarr",
         activations=f"{RESULTS}/activations.zarr",
         observed=f"{RESULTS}/tables/sample_measures.parquet",
     output:
