@@ -94,7 +94,8 @@ def test_run_writes_every_artifact(finished_run: Path) -> None:
     assert sorted(summary["unit"]) == UNITS
     assert (summary["sweep_end_distance"] > 0).all() and summary["sweep_in_domain"].between(0, 1).all()
     assert (results / "report/index.html").is_file()
-    assert "median sweep end (latent domain radii" in (results / "report/index.html").read_text()
+    index = (results / "report/index.html").read_text()
+    assert "median sweep end (latent domain radii" in index and "median redundancy R²" in index
     assert all((results / f"report/units/{unit}.html").is_file() for unit in UNITS)
 
 

@@ -266,14 +266,19 @@ def index_values(
 
 
 def domain_facts(summary: pd.DataFrame) -> dict[str, str]:
-    """Where the units' sweeps end against the generator's latent domain, when the summary says."""
-    if "sweep_in_domain" not in summary:
-        return {}
-    inside = int((summary["sweep_in_domain"] == 1.0).sum())
-    return {
-        "units whose sweeps all stay in the generator's latent domain": f"{inside} of {len(summary)}",
-        "median sweep end (latent domain radii; 1 = its edge)": fmt(float(summary["sweep_end_distance"].median())),
-    }
+    """How well the sweeps can determine unique labels, when the summary says: where they end
+    against the generator's latent domain, and how much of each unit the rest of the layer
+    predicts (near 1 for every unit, any unit's unique contribution is a sliver)."""
+    facts = {}
+    if "sweep_in_domain" in summary:
+        inside = int((summary["sweep_in_domain"] == 1.0).sum())
+        facts["units whose sweeps all stay in the generator's latent domain"] = f"{inside} of {len(summary)}"
+        median_end = float(summary["sweep_end_distance"].median())
+        facts["median sweep end (latent domain radii; 1 = its edge)"] = fmt(median_end)
+    if "redundancy_r2" in summary:
+        # Three decimals: 0.999 and 0.95 say different things, and fmt would round both to 1.
+        facts["median redundancy R² (each unit from the others, held out)"] = f"{summary['redundancy_r2'].median():.3f}"
+    return facts
 
 
 def region_source(strips: Strips) -> str:
