@@ -560,11 +560,24 @@ def tuning_truths(
     return truths
 
 
-def planted_activations_agree(model: PlantedClassifier, images: torch.Tensor, layer: np.ndarray) -> float:
-    """The smallest correlation, over planted units, between the layer's activations and the
-    activations recomputed from ``images``: near 1 where the truths read the units' own images."""
-    with torch.no_grad():
-        recomputed = model.planted_activations(images).numpy()
+def glass_box_readings(
+    model: PlantedClassifier, images: np.ndarray, batch_size: int = 256
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """What ``model``'s planted units read in ``images`` uint8 [N, H, W, 3], a batch at a
+    time: the standardised statistics (:func:`standardised_statistics`) and the planted
+    activations ``[N, functions x copies]`` recomputed from them."""
+    statistics, activations = [], []
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float() / 255.0
+        statistics.append(standardised_statistics(model, batch))
+        with torch.no_grad():
+            activations.append(model.planted_activations(batch).numpy())
+    return pd.concat(statistics, ignore_index=True), np.concatenate(activations)
+
+
+def planted_agreement(model: PlantedClassifier, recomputed: np.ndarray, layer: np.ndarray) -> float:
+    """The smallest correlation, over planted units, between the layer's activations and
+    ``recomputed`` (:func:`glass_box_readings`): near 1 where the truths read the units' own images."""
     planted = [unit for unit, name in enumerate(model.unit_names) if name.startswith("planted:")]
     return float(min(np.corrcoef(layer[:, unit], recomputed[:, k])[0, 1] for k, unit in enumerate(planted)))
 

@@ -18,8 +18,9 @@ from pipeline.validation import (
     PlantedClassifier,
     check_planted_world,
     function_set_components,
+    glass_box_readings,
     image_statistics,
-    planted_activations_agree,
+    planted_agreement,
     planted_classifier,
     reference_statistics,
     reference_world,
@@ -296,16 +297,24 @@ def test_the_tuning_truth_of_a_mixture_is_the_component_it_is_most_associated_wi
     assert by_function["object_area_mix"]["association"]["object.area"] == pytest.approx(expected)
 
 
+def as_uint8_to_float(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
 def test_the_truths_read_the_planted_units_own_images():
     model = planted_classifier(BASE_SPEC, n_null=2, functions="held-back-2")
     images = circles(64, 11)
     with torch.no_grad():
         layer = model.features(images).numpy()
-    assert planted_activations_agree(model, images, layer) > 0.999
+    as_uint8 = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    statistics, recomputed = glass_box_readings(model, as_uint8, batch_size=24)
+    assert planted_agreement(model, recomputed, layer) > 0.999
     # Other images than the layer's: the units no longer follow them.
-    assert planted_activations_agree(model, circles(64, 12), layer) < 0.5
-    statistics = standardised_statistics(model, images)
+    other = (circles(64, 12) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert planted_agreement(model, glass_box_readings(model, other)[1], layer) < 0.5
     assert set(statistics.columns) == set(STATISTIC_MEASURES.values()) and len(statistics) == 64
+    whole = standardised_statistics(model, as_uint8_to_float(as_uint8))
+    pd.testing.assert_frame_equal(statistics, whole)
     unit = unit_columns(model, "object_area_tanh")[0]
     # tanh(1.5 z) of the statistic: monotone, so its ranks are the statistic's.
     assert (

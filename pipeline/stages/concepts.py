@@ -33,9 +33,9 @@ from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
 from pipeline.validation import (
     DEVELOPMENT_DRAWS,
     FUNCTION_SETS,
-    planted_activations_agree,
+    glass_box_readings,
+    planted_agreement,
     score_validation,
-    standardised_statistics,
     tuning_truths,
     unique_truths,
 )
@@ -207,14 +207,13 @@ def validate_concepts(
     rendered = render_images(
         loaded.generator, torch.from_numpy(latents["w"][rows]), batch_size=batch_size, device=loaded.device
     )
-    images = torch.from_numpy(rendered).permute(0, 3, 1, 2).float() / 255.0
-    agreement = planted_activations_agree(model, images, layer)
+    statistics, recomputed = glass_box_readings(model, rendered, batch_size)
+    agreement = planted_agreement(model, recomputed, layer)
     if not agreement >= MIN_PLANTED_AGREEMENT:
         raise ValueError(
             f"{activations_path}: the planted units' activations do not follow their images rendered again from "
             f"{latents_path} (correlation {agreement:.3f}); the two come from different models"
         )
-    statistics = standardised_statistics(model, images)
     unique = unique_truths(model, layer, statistics, folds=folds, seed=seed)
     unique = {unit: found for unit, found in unique.items() if unit in truth}
     tuned = tuning_truths(model, layer, statistics, observed["class"].to_numpy())
