@@ -63,6 +63,7 @@ from pipeline.models.builtin import builtin_world
 from pipeline.models.registry import load_classifier
 from pipeline.segmentation.config import trained_model
 from pipeline.stages.config import ConfigError
+from pipeline.stages.link import unit_correlations
 from pipeline.stats import held_out_r2, within_class_association
 from pipeline.world import sample
 
@@ -317,10 +318,16 @@ class PlantedClassifier(nn.Module):
 
     def planted_activations(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, functions x copies]``: offset + gain x function, function-major."""
-        statistics = image_statistics(x)
-        z = {k: (v - self.reference_mean[k]) / self.reference_std[k] for k, v in statistics.items()}
+        return self.planted_from(self.standardised(x))
+
+    def standardised(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The statistics of images ``x`` (:func:`image_statistics`), standardised on the reference world."""
+        return {k: (v - self.reference_mean[k]) / self.reference_std[k] for k, v in image_statistics(x).items()}
+
+    def planted_from(self, z: Statistics) -> torch.Tensor:
+        """The planted activations of standardised statistics ``z`` (:meth:`standardised`)."""
         values = torch.stack([function(z) for _, function in self.functions.values()], dim=1)  # [B, F]
-        gains, offsets = self.gains.to(x.device), self.offsets.to(x.device)
+        gains, offsets = self.gains.to(values.device), self.offsets.to(values.device)
         return (offsets[None, None, :] + gains[None, None, :] * values[:, :, None]).flatten(1)
 
     def null_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -389,7 +396,7 @@ def planted_classifier(
     if unknown:
         raise ValueError(f"planted: unknown function {unknown[0]!r}; known: {', '.join(table)}")
     base = load_classifier(base_spec)
-    world = world or builtin_world(base_spec) or DEFAULT_REFERENCE_WORLD
+    world = standardisation_world(world, base_spec)
     functions_used = {name: table[name] for name in names}
     model = PlantedClassifier(base, functions_used, n_null, seed, gains, offsets, keep_base, world)
     model.components = {name: components[name] for name in names}
@@ -481,13 +488,11 @@ def score_validation(
 def standardised_statistics(model: PlantedClassifier, images: torch.Tensor) -> pd.DataFrame:
     """The glass-box statistics of ``images`` float [B, 3, H, W] in [0, 1], standardised as
     ``model``'s planted units read them: one column per statistic, named by its measure."""
-    statistics = image_statistics(images)
-    return pd.DataFrame(
-        {
-            STATISTIC_MEASURES[name]: ((values - model.reference_mean[name]) / model.reference_std[name]).numpy()
-            for name, values in statistics.items()
-        }
-    )
+    return _statistics_frame(model.standardised(images))
+
+
+def _statistics_frame(z: Statistics) -> pd.DataFrame:
+    return pd.DataFrame({STATISTIC_MEASURES[name]: values.numpy() for name, values in z.items()})
 
 
 def unique_truths(
@@ -569,9 +574,10 @@ def glass_box_readings(
     statistics, activations = [], []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start : start + batch_size]).permute(0, 3, 1, 2).float() / 255.0
-        statistics.append(standardised_statistics(model, batch))
         with torch.no_grad():
-            activations.append(model.planted_activations(batch).numpy())
+            z = model.standardised(batch)
+            activations.append(model.planted_from(z).numpy())
+        statistics.append(_statistics_frame(z))
     return pd.concat(statistics, ignore_index=True), np.concatenate(activations)
 
 
@@ -579,7 +585,7 @@ def planted_agreement(model: PlantedClassifier, recomputed: np.ndarray, layer: n
     """The smallest correlation, over planted units, between the layer's activations and
     ``recomputed`` (:func:`glass_box_readings`): near 1 where the truths read the units' own images."""
     planted = [unit for unit, name in enumerate(model.unit_names) if name.startswith("planted:")]
-    return float(min(np.corrcoef(layer[:, unit], recomputed[:, k])[0, 1] for k, unit in enumerate(planted)))
+    return float(unit_correlations(layer[:, planted], recomputed).min())
 
 
 def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, Any]:
@@ -599,7 +605,7 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
     nested["run"] = f"{config['run']}/validation"
     nested["classifier"] = {
         "kind": "python",
-        "entrypoint": f"{__name__}:planted_classifier",
+        "entrypoint": PLANTED_ENTRYPOINT,
         "kwargs": {
             "base_spec": deepcopy(config["classifier"]),
             "functions": settings["functions"],
@@ -623,17 +629,31 @@ def planted_run_config(config: Mapping[str, Any], base_units: int) -> dict[str, 
     return nested
 
 
+PLANTED_ENTRYPOINT = f"{__name__}:planted_classifier"
+
+
+def is_planted_classifier(spec: Mapping[str, Any]) -> bool:
+    """Whether a classifier spec is the glass-box classifier, whose concepts can be validated."""
+    return spec.get("kind") == "python" and spec.get("entrypoint") == PLANTED_ENTRYPOINT
+
+
+def standardisation_world(world: str | None, base_spec: Mapping[str, Any]) -> str:
+    """The world that standardises a planted classifier's statistics: ``world``, else the
+    base classifier's builtin world, else the shapes world."""
+    return world or builtin_world(base_spec) or DEFAULT_REFERENCE_WORLD
+
+
 def check_planted_world(classifier: Mapping[str, Any], generator: Mapping[str, Any]) -> None:
     """Raise ConfigError where a planted classifier's statistics are standardised on another
     world than the builtin generator renders: its planted units would then read statistics
     spread several times as wide as intended on some images and hardly at all on others."""
-    if classifier.get("kind") != "python" or classifier.get("entrypoint") != f"{__name__}:planted_classifier":
+    if not is_planted_classifier(classifier):
         return
     rendered = builtin_world(generator)
     if rendered is None:
         return
     kwargs = classifier.get("kwargs") or {}
-    standardised = kwargs.get("world") or builtin_world(kwargs.get("base_spec") or {}) or DEFAULT_REFERENCE_WORLD
+    standardised = standardisation_world(kwargs.get("world"), kwargs.get("base_spec") or {})
     if standardised != rendered:
         raise ConfigError(
             f"config key 'classifier.kwargs.world': the planted statistics are standardised on the {standardised} "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,15 @@ from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
 from pipeline.validation import (
     DEVELOPMENT_DRAWS,
     FUNCTION_SETS,
+    PLANTED_ENTRYPOINT,
     glass_box_readings,
+    is_planted_classifier,
     planted_agreement,
     score_validation,
     tuning_truths,
     unique_truths,
 )
 
-PLANTED_ENTRYPOINT = "pipeline.validation:planted_classifier"
 # How closely the planted activations recomputed from the re-rendered samples must follow the
 # layer's: renders are quantised to 8 bits here, so not exactly.
 MIN_PLANTED_AGREEMENT = 0.99
@@ -147,11 +147,6 @@ def find_concepts(
     write_parquet(concepts_path, concepts)
     write_parquet(tuning_path, tuning)
     write_parquet(summary_path, summary)
-
-
-def is_planted_classifier(spec: Mapping[str, Any]) -> bool:
-    """Whether a classifier spec is the glass-box classifier, whose concepts can be validated."""
-    return spec.get("kind") == "python" and spec.get("entrypoint") == PLANTED_ENTRYPOINT
 
 
 def validate_concepts(

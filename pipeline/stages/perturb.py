@@ -164,22 +164,17 @@ def sweep_domain(
     latents, _ = read_zarr(samples.latents_path, ["w"])
     domain = LatentDomain.fit(latents["w"][samples.rows("train")])
     link = load_link(link_path)
-    frames = []
-    for start in range(0, len(units), DOMAIN_UNIT_BLOCK):
-        block = list(units)[start : start + DOMAIN_UNIT_BLOCK]
-        _, _, r, unit_ids, values = chunk_sweeps(samples, ranges_path, block, 2)
-        w = sweep_latents(link, torch.from_numpy(r), unit_ids, torch.from_numpy(values)).numpy()
-        ends = domain.distances(w.reshape(-1, w.shape[-1])).reshape(w.shape[:3]).max(axis=2) / domain.radius
-        frames.append(
-            pd.DataFrame(
-                {
-                    "unit": unit_ids,
-                    "sweep_end_distance": np.median(ends, axis=1),
-                    "sweep_in_domain": (ends <= 1.0).mean(axis=1),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True).set_index("unit")
+    _, _, r, unit_ids, values = chunk_sweeps(samples, ranges_path, units, 2)
+    ends = np.empty((len(unit_ids), len(r)))
+    for start in range(0, len(unit_ids), DOMAIN_UNIT_BLOCK):
+        block = slice(start, start + DOMAIN_UNIT_BLOCK)
+        w = sweep_latents(link, torch.from_numpy(r), unit_ids[block], torch.from_numpy(values[block])).numpy()
+        distances = domain.distances(w.reshape(-1, w.shape[-1])).reshape(w.shape[:3])
+        ends[block] = distances.max(axis=2) / domain.radius
+    return pd.DataFrame(
+        {"sweep_end_distance": np.median(ends, axis=1), "sweep_in_domain": (ends <= 1.0).mean(axis=1)},
+        index=pd.Index(unit_ids, name="unit"),
+    )
 
 
 def perturb_chunk(

@@ -8,8 +8,7 @@ from pipeline.models.builtin import builtin_world
 from pipeline.provenance import dependents, recorded_inputs
 from pipeline.reporting.render import templates_version
 from pipeline.stages.common import code_version
-from pipeline.stages.concepts import is_planted_classifier
-from pipeline.validation import check_planted_world
+from pipeline.validation import check_planted_world, is_planted_classifier
 from pipeline.segmentation.config import WORLD, check_segmentation, trained_model
 from pipeline.segmentation.labels import LabelsError
 from pipeline.stages.config import (
