@@ -106,15 +106,21 @@ planted unit with a short, learnt column its label.
 
 What a label means: two labels. A sweep sets one unit and keeps the others, as in the paper,
 so through a linear link it shows what the unit carries beyond the rest of the layer: its
-unique label (:func:`unit_summary`). A unit that mixes a statistic the layer carries elsewhere
-with one it lacks points mostly at the latter, so the validation scores the unique label
-against the component the rest of the layer cannot stand in for
+unique label (:func:`unit_summary`). The sweep alone does not say which of its changes
+those are: the link's column carries whatever the latents co-vary with beyond the other
+units, and a sweep that leaves the generator's domain distorts. So the label names a
+change that the unit's residual (what the rest of the layer does not predict of it,
+:func:`held_out_residuals`) is associated with across natural samples, in the direction
+the sweep made it (:func:`residual_confirmed`). A unit that mixes a statistic the layer
+carries elsewhere with one it lacks points mostly at the latter, so the validation scores
+the unique label against the component that the unit's residual reads, and gives a unit
+whose residual reads none of its components no unique truth
 (:func:`pipeline.validation.unique_truths`). What a unit responds to across natural samples
 is its tuning label (:func:`unit_tuning`): the within-class rank association of its
 activation with each measure over the accepted samples, tested against within-class
 permutations, which needs no generator and no null directions; its redundancy
 (:func:`unit_redundancy`, the held-out R² from the other units) says how much of the unit the
-rest of the layer carries, and so how poorly its unique label is determined. The unique
+rest of the layer carries, and so how little is left for a unique label. The unique
 label is given only to units whose sweep moves their own re-encoded activation (the
 controllability gate of :func:`unit_summary`): a unit the generator cannot set says nothing
 through its sweep.
@@ -369,6 +375,9 @@ LABELLED = "labelled"
 NOT_CONTROLLABLE = "controllability"
 # The gate of a unit whose only selective measures are parts that moved with the whole object.
 WITH_WHOLE = "whole object"
+# The gate of a unit whose sweep moved measures that its residual is not associated with.
+NOT_IN_RESIDUAL = "residual"
+RESIDUAL_COLUMNS = ("residual_association", "residual_q", "residual_beyond_object")
 
 
 def unit_summary(
@@ -385,11 +394,22 @@ def unit_summary(
 ) -> pd.DataFrame:
     """One row per unit: its two labels, its redundancy and the classifier-side measures.
 
-    - The unique label (``unique_measure``, ``unique_sign``, ``unique_effect``, ``unique_q``):
-      from the sweep, what the unit adds beyond the rest of the layer; the selective measure
-      that the sweep moves both most reliably and furthest (:func:`label_strength`),
-      motion measures only where nothing else is selective, because they say how much the
-      image moved, not what changed. Only a controllable unit gets one.
+    - The unique label (``unique_measure``, ``unique_sign``, ``unique_effect``, ``unique_q``,
+      ``unique_residual_association``): what the unit adds beyond the rest of the layer. A
+      candidate is a measure the sweep moves selectively that the unit's residual (what the
+      rest of the layer does not predict of it) is associated with across natural samples, in
+      the same direction (:func:`residual_confirmed`, columns of :func:`with_residual_tuning`);
+      the label is the candidate with the largest |residual association|. Only a
+      controllable unit gets one. Without the residual columns in ``concepts`` the label
+      is the selective measure that the sweep moves both most reliably and furthest
+      (:func:`label_strength`), motion only where nothing else is selective.
+      Why both. A sweep moves the latent along the link's column, which carries whatever the
+      latents co-vary with beyond the other units, not only what the unit reads: in a small
+      layer whose colour units are the only ones that tell breeds apart, sweeping a coat
+      luminance unit also lengthened the legs, as the breeds' legs differ too; and a sweep
+      that leaves the generator's domain moves most, in natural spreads, the measures that
+      vary least in nature (a coat's hue for a redness unit), or distorts parts. The residual
+      says which of the changes the unit itself carries, and needs no generator.
     - The tuning label (``tuning_measure``, ``tuning_sign``, ``tuning_association``,
       ``tuning_q``): from ``tuning`` (:func:`unit_tuning`), what the unit responds to across
       natural samples; the selective measure with the largest |association|.
@@ -401,13 +421,15 @@ def unit_summary(
     - ``unique_gate`` and ``tuning_gate``: ``labelled``, or what stopped the unit's strongest
       candidate (largest :func:`label_strength` or |association|): ``controllability``, ``link column``
       (its q failed because its link column is fitting noise), ``q``, ``effect`` (too small),
-      ``classes`` (clear effects of opposite sign in two classes), ``association``, or
+      ``classes`` (clear effects of opposite sign in two classes), ``association``,
       ``whole object`` (its only selective measures are parts that moved with the whole
-      object, and the object's own measure is not selective).
+      object, and the object's own measure is not selective), or ``residual`` (its sweep
+      moves measures, but its residual is associated with none of them that way: in a
+      layer that predicts the unit almost wholly, what a sweep of it shows is not its own).
     - ``n_selective``: how many measures are selective in the sweep, parts moving with the
       whole included.
-    - ``redundancy_r2``: the held-out R² of the unit from the rest of the layer
-      (:func:`unit_redundancy`); near 1 the unique label is poorly determined.
+    - ``redundancy_r2``: the held-out R² of the unit from the rest of the layer, its
+      duplicates aside (:func:`unit_redundancy`); near 1 the unique label is poorly determined.
     - ``sweep_end_distance`` and ``sweep_in_domain``: from ``domain`` (one row per unit,
       :func:`pipeline.stages.perturb.sweep_domain`), how far the sweep's ends lie from the
       generator's training latents, in radii of their domain, and the share of sweeps that
@@ -447,15 +469,21 @@ def unit_summary(
     n_selective = concepts.groupby("unit")["selective"].sum().reindex(index).astype(np.int64)
     concepts, held_by_whole = label_candidates(concepts, index)
     concepts = concepts.assign(label_strength=label_strength(concepts))
-    unique = _label(concepts, "effect", index, rank_by="label_strength")
+    confirmed = residual_confirmed(concepts, q, min_association)
+    rank = concepts["residual_association"].abs() if "residual_association" in concepts else concepts["label_strength"]
+    unique = _label(concepts.assign(selective=confirmed, rank=rank), "effect", index, rank_by="rank")
     gate = _sweep_gates(concepts, index, q, min_effect)
     gate = gate.where(unique["measure"].notna() | ~held_by_whole, WITH_WHOLE)
+    moved = concepts["selective"].groupby(concepts["unit"]).any().reindex(index, fill_value=False)
+    gate = gate.where(unique["measure"].notna() | ~moved, NOT_IN_RESIDUAL)
     gate = gate.where(controllable, NOT_CONTROLLABLE)
     unique = unique.where(controllable)
     summary["unique_measure"] = unique["measure"]
     summary["unique_sign"] = np.sign(unique["effect"])
     summary["unique_effect"] = unique["effect"]
     summary["unique_q"] = unique["q"]
+    if "residual_association" in unique:
+        summary["unique_residual_association"] = unique["residual_association"]
     summary["unique_gate"] = gate
     summary["n_selective"] = n_selective
     if tuning is not None:
@@ -493,7 +521,7 @@ def label_strength(concepts: pd.DataFrame) -> pd.Series:
 
 def _label(tests: pd.DataFrame, strength: str, index: pd.Index, rank_by: str | None = None) -> pd.DataFrame:
     """Per unit, the selective test with the largest |rank_by| (default: ``strength``), motion
-    only where nothing else is; its measure, ``strength`` and q."""
+    only where nothing else is; its measure, ``strength``, q and any ``RESIDUAL_COLUMNS``."""
     selective = tests[tests["selective"]].copy()
     selective["is_motion"] = selective["measure"].map(quantity_of).isin(RELATIVE_QUANTITIES)
     selective["magnitude"] = selective[rank_by or strength].abs()
@@ -503,7 +531,38 @@ def _label(tests: pd.DataFrame, strength: str, index: pd.Index, rank_by: str | N
         .head(1)
         .set_index("unit")
     )
-    return top[["measure", strength, "q"]].reindex(index)
+    columns = ["measure", strength, "q", *[column for column in RESIDUAL_COLUMNS if column in top]]
+    return top[columns].reindex(index)
+
+
+def residual_confirmed(concepts: pd.DataFrame, q: float, min_association: float) -> pd.Series:
+    """Which of the sweep's selective tests may carry the unique label: those whose measure the
+    unit's residual is associated with across natural samples (``RESIDUAL_COLUMNS``, from
+    :func:`with_residual_tuning`: q <= ``q``, |association| >= ``min_association``), in the
+    direction the sweep moved it, and for a part's measure, beyond the whole object there
+    too. Tests without those columns are kept as they are."""
+    if "residual_association" not in concepts.columns:
+        return concepts["selective"]
+    association = concepts["residual_association"]
+    return (
+        concepts["selective"]
+        & (concepts["residual_q"] <= q)
+        & (association.abs() >= min_association)
+        & (np.sign(association) == np.sign(concepts["effect"]))
+        & concepts["residual_beyond_object"].astype("boolean").fillna(False).astype(bool)
+    )
+
+
+def with_residual_tuning(concepts: pd.DataFrame, residual_tuning: pd.DataFrame) -> pd.DataFrame:
+    """``concepts`` with ``RESIDUAL_COLUMNS`` joined on unit and measure from ``residual_tuning``
+    (:func:`unit_tuning` of the units' residuals, :func:`held_out_residuals`, with the
+    hierarchy's columns of :func:`tuning_beyond_whole` on the same residuals joined by
+    :func:`with_hierarchy`); NaN where the measure was not tested there (motion, which a
+    single render lacks)."""
+    residual = residual_tuning[["unit", "measure", "association", "q", "beyond_object"]].rename(
+        columns={"association": "residual_association", "q": "residual_q", "beyond_object": "residual_beyond_object"}
+    )
+    return concepts.merge(residual, on=["unit", "measure"], how="left", validate="one_to_one")
 
 
 def _strongest(tests: pd.DataFrame, strength: str) -> pd.DataFrame:
@@ -1230,63 +1289,93 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(norms > 0, (a.T @ b) / norms, np.nan)
 
 
-def unit_redundancy(r: np.ndarray, units: np.ndarray, *, folds: int, alphas: Sequence[float], seed: int) -> pd.Series:
-    """Per unit of ``units`` (columns of the whole layer ``r [N, U_all]``): the held-out R² of
-    its activation from all other units of the layer, by ridge regression in k folds.
+# Ridge strengths (per training sample) of the residuals; held_out_residuals picks one per unit.
+RESIDUAL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# Units whose activations are exact affine functions of one another (|correlation| above
+# this) are one unit for the residuals: the link shares their column among them.
+DUPLICATE_CORRELATION = 1.0 - 1e-6
 
-    Every unit's ridge on the others comes from one inverse per fold: with ``P`` the inverse
-    of the standardised Gram matrix plus ``alpha`` I, unit i's coefficients on the others are
-    ``-P[:, i] / P[i, i]``. Each unit takes the ``alpha`` (times the training rows) of
-    ``alphas`` with its least held-out error: one strength for all would suit the many
-    units the layer barely predicts and shrink away the copies it predicts exactly (the
-    choice among a handful of strengths flatters R² by little). NaN for a constant unit. A value near 1
-    says the rest of the layer carries the unit, so what a sweep of it alone shows, its
-    unique contribution, is small and poorly determined.
+
+def duplicate_representatives(r: np.ndarray) -> np.ndarray:
+    """Per unit of ``r [N, U]``, the first unit it duplicates (itself where none does): units
+    whose activations are exact affine functions of one another, such as a function's copies."""
+    r = np.asarray(r, dtype=np.float64)
+    centred = r - r.mean(axis=0)
+    norms = np.linalg.norm(centred, axis=0)
+    live = norms > 0
+    unit_vectors = centred[:, live] / norms[live]
+    duplicated = np.abs(unit_vectors.T @ unit_vectors) >= DUPLICATE_CORRELATION
+    representative = np.arange(r.shape[1])
+    representative[np.flatnonzero(live)] = np.flatnonzero(live)[duplicated.argmax(axis=1)]
+    return representative
+
+
+def held_out_residuals(
+    r: np.ndarray, *, folds: int, seed: int, alphas: Sequence[float] = RESIDUAL_ALPHAS
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the rest of the layer does not predict of each unit: held-out residuals ``[N, U]``
+    of ``r [N, U]`` by ridge regression in k folds, in the units' own units, and each unit's
+    held-out R² ``[U]`` (NaN for a constant unit, whose residual is 0).
+
+    "The rest" leaves out a unit's duplicates (:func:`duplicate_representatives`): they are
+    the same unit, and a sweep of one still moves what they share, because the link shares
+    their column. A unit's residual is its representative's times the exact factor between them.
+    Every representative's ridge on the others comes from one inverse per fold: with ``P``
+    the inverse of the standardised Gram matrix plus ``alpha`` I, unit i's coefficients on
+    the others are ``-P[:, i] / P[i, i]``. Each unit takes the ``alpha`` (times the training
+    rows) of ``alphas`` with its least held-out error: one strength for all would suit the
+    many units the layer barely predicts and shrink away those it predicts almost exactly.
     """
     r = np.asarray(r, dtype=np.float64)
     n, width = r.shape
     if folds < 2 or n < 2 * folds:
-        raise ValueError(f"unit_redundancy: need at least 2 folds of 2 samples, got {folds} folds of {n} samples")
+        raise ValueError(f"held_out_residuals: need at least 2 folds of 2 samples, got {folds} folds of {n} samples")
+    representative = duplicate_representatives(r)
+    kept = np.unique(representative)
     fold_of = np.random.default_rng(seed).permutation(n) % folds
-    errors = np.zeros((len(alphas), width))
-    totals = np.zeros(width)
-    for fold in range(folds):
-        train, test = r[fold_of != fold], r[fold_of == fold]
+
+    def fold_residuals(fold: int, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        train, test = r[fold_of != fold][:, kept], r[fold_of == fold][:, kept]
         mean, std = train.mean(axis=0), train.std(axis=0)
         std = np.where(std > 0, std, 1.0)
         x_train, x_test = (train - mean) / std, (test - mean) / std
-        gram = x_train.T @ x_train
-        totals += np.sum(x_test**2, axis=0)
-        for k, alpha in enumerate(alphas):
-            precision = np.linalg.inv(gram + alpha * len(train) * np.eye(width))
-            coefficients = -precision / np.diag(precision)[None, :]
-            np.fill_diagonal(coefficients, 0.0)
-            errors[k] += np.sum((x_test - x_test @ coefficients) ** 2, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(totals > 0, 1 - errors.min(axis=0) / totals, np.nan)
-    return pd.Series(r2[np.asarray(units, dtype=np.int64)], index=pd.Index(units, name="unit"), name="redundancy_r2")
+        precision = np.linalg.inv(x_train.T @ x_train + alpha * len(train) * np.eye(len(kept)))
+        coefficients = -precision / np.diag(precision)[None, :]
+        np.fill_diagonal(coefficients, 0.0)
+        return x_test - x_test @ coefficients, x_test, std
 
-
-def held_out_r2(predictors: np.ndarray, target: np.ndarray, *, folds: int, alphas: Sequence[float], seed: int) -> float:
-    """Held-out R² of ``target [N]`` from ``predictors [N, K]`` by ridge regression in k folds,
-    with the strength (times the training rows) of ``alphas`` that predicts best."""
-    x = np.asarray(predictors, dtype=np.float64)
-    y = np.asarray(target, dtype=np.float64)
-    fold_of = np.random.default_rng(seed).permutation(len(y)) % folds
-    errors = np.zeros(len(alphas))
-    total = 0.0
+    errors = np.zeros((len(alphas), len(kept)))
+    totals = np.zeros(len(kept))
     for fold in range(folds):
-        train, test = fold_of != fold, fold_of == fold
-        mean, std = x[train].mean(axis=0), x[train].std(axis=0)
-        std = np.where(std > 0, std, 1.0)
-        x_train, x_test = (x[train] - mean) / std, (x[test] - mean) / std
-        y_mean = y[train].mean()
-        gram, moment = x_train.T @ x_train, x_train.T @ (y[train] - y_mean)
-        total += float(np.sum((y[test] - y_mean) ** 2))
         for k, alpha in enumerate(alphas):
-            coefficients = np.linalg.solve(gram + alpha * train.sum() * np.eye(x.shape[1]), moment)
-            errors[k] += float(np.sum((y[test] - y_mean - x_test @ coefficients) ** 2))
-    return float(1 - errors.min() / total) if total > 0 else float("nan")
+            standardised, x_test, _ = fold_residuals(fold, alpha)
+            errors[k] += np.sum(standardised**2, axis=0)
+        totals += np.sum(x_test**2, axis=0)
+    best = errors.argmin(axis=0)
+    residuals = np.zeros((n, len(kept)))
+    for fold in range(folds):
+        rows = fold_of == fold
+        for k in np.unique(best):
+            standardised, _, std = fold_residuals(fold, alphas[k])
+            chosen = best == k
+            residuals[np.ix_(rows, chosen)] = standardised[:, chosen] * std[chosen]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = np.where(totals > 0, 1 - errors[best, np.arange(len(kept))] / totals, np.nan)
+    column = np.searchsorted(kept, representative)
+    centred = r - r.mean(axis=0)
+    source = centred[:, representative]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where((source**2).sum(axis=0) > 0, (centred * source).sum(axis=0) / (source**2).sum(axis=0), 0.0)
+    return residuals[:, column] * factor, r2[column]
+
+
+def unit_redundancy(r2: np.ndarray, units: np.ndarray) -> pd.Series:
+    """Per unit of ``units``: its held-out R² from the rest of the layer (``r2 [U]`` of
+    :func:`held_out_residuals`), as the summary's ``redundancy_r2``. A value near 1 says the
+    rest of the layer carries the unit, so what a sweep of it alone shows, its unique
+    contribution, is small and poorly determined."""
+    units = np.asarray(units, dtype=np.int64)
+    return pd.Series(np.asarray(r2)[units], index=pd.Index(units, name="unit"), name="redundancy_r2")
 
 
 def bootstrap_mean_ci(

@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats as scipy_stats
 from torch import nn
 
 from pipeline.models.builtin import builtin_world
@@ -64,7 +65,7 @@ from pipeline.models.registry import load_classifier
 from pipeline.segmentation.config import trained_model
 from pipeline.stages.config import ConfigError
 from pipeline.stages.link import unit_correlations
-from pipeline.stats import held_out_r2, within_class_association
+from pipeline.stats import held_out_residuals, within_class_association
 from pipeline.world import sample
 
 LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
@@ -78,7 +79,9 @@ DEFAULT_GAINS = (1.0,)
 DEFAULT_OFFSETS = (0.0,)
 # The world that standardises the statistics where neither the spec nor the base model names one.
 DEFAULT_REFERENCE_WORLD = "shapes"
-UNIQUE_TRUTH_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# How clearly a planted unit's residual must be associated with a component for the component
+# to be its unique truth (a two-sided p-value, Bonferroni over the glass-box statistics).
+RESIDUAL_DETECTION_P = 0.05
 
 Statistics = Mapping[str, torch.Tensor]
 
@@ -437,7 +440,10 @@ def score_validation(
     :attr:`PlantedClassifier.unit_truth` does). For each label (``unique`` from the sweep,
     ``tuning`` from the association across samples, where ``tuning`` holds its tests):
     precision, correct labels over planted units that got one; recall, correct labels over
-    all planted units; ``{label}_null_false_positive_rate``, the selective tests over all
+    all planted units. A planted unit whose label truth is None (a unique truth that the
+    rest of the layer leaves undefined, :func:`unique_truths`) is scored by neither, and
+    counted in ``{label}_n_without_truth``; its row keeps its label.
+    ``{label}_null_false_positive_rate``: the selective tests over all
     tests of null units, a per-test false-positive rate (not a false discovery rate: null
     units are a handful among many tests). The tuning label's truth is ``tuning_truth``
     (from :func:`tuning_truths`) where given, the unique label's ``unique_truth`` (from
@@ -463,17 +469,19 @@ def score_validation(
             value = by_unit.at[unit, f"{label}_measure"]
             value = None if pd.isna(value) else str(value)
             row[f"{label}_measure"] = value
-            row[f"{label}_correct"] = value == label_truth[label]
+            row[f"{label}_correct"] = value == label_truth[label] if label_truth[label] is not None else None
             row[f"{label}_gate"] = by_unit.at[unit, f"{label}_gate"] if f"{label}_gate" in by_unit else None
         rows.append(row)
     score: dict[str, Any] = {}
     for label in labels:
-        labelled = [row for row in rows if row[f"{label}_measure"] is not None]
-        correct = sum(row[f"{label}_correct"] for row in rows)
+        scored = [row for row in rows if row[f"{label}_truth"] is not None]
+        labelled = [row for row in scored if row[f"{label}_measure"] is not None]
+        correct = sum(row[f"{label}_correct"] for row in scored)
         score[f"{label}_precision"] = correct / len(labelled) if labelled else None
-        score[f"{label}_recall"] = correct / len(planted) if planted else None
+        score[f"{label}_recall"] = correct / len(scored) if scored else None
         score[f"{label}_n_labelled"] = len(labelled)
         score[f"{label}_n_correct"] = int(correct)
+        score[f"{label}_n_without_truth"] = len(rows) - len(scored)
         label_tests = tests[label]
         null_tests = label_tests[label_tests["unit"].isin(nulls)] if label_tests is not None else pd.DataFrame()
         score[f"{label}_null_false_positive_rate"] = float(null_tests["selective"].mean()) if len(null_tests) else None
@@ -496,45 +504,50 @@ def _statistics_frame(z: Statistics) -> pd.DataFrame:
 
 
 def unique_truths(
-    model: PlantedClassifier, layer: np.ndarray, statistics: pd.DataFrame, *, folds: int, seed: int
+    model: PlantedClassifier, layer: np.ndarray, statistics: pd.DataFrame, classes: np.ndarray, *, folds: int, seed: int
 ) -> dict[int, dict[str, Any]]:
-    """Per planted unit: the component of its function that the rest of the layer carries least.
+    """Per planted unit: the component of its function that what the unit adds beyond the rest
+    of the layer reads, or None where the rest of the layer leaves no component to read.
 
-    ``layer [N, U]`` holds the whole layer's activations on samples whose standardised
-    glass-box statistics are ``statistics`` (same rows; :func:`standardised_statistics`).
-    For each component c of a unit's function (weight w_c on the standardised statistic
-    z_c), ``r2`` is the held-out ridge R² of z_c from every unit of the layer except the
-    function's own copies, and ``residual`` is ``|w_c| * sd(z_c) * sqrt(1 - r2)``: how much
-    of the unit's spread over these samples the rest of the layer cannot stand in for. The
-    unique truth is the component with the largest residual. A sweep that keeps the other
-    units fixed can only show that part, so a 0.7/0.3 mixture whose dominant statistic the
-    layer already carries is truly labelled by its minor one; copies of the function are
-    left out of "the rest", as the link shares the function's weight among them and a sweep
-    of one still moves it. The spread is the run's own: the statistics are standardised on
-    the world, and the generator's renders spread some of them several times as wide as
-    others, so the nominal weights alone misjudge which component a unit carries.
+    ``layer [N, U]`` holds the whole layer's activations on samples of ``classes [N]`` whose
+    standardised glass-box statistics are ``statistics`` (same rows;
+    :func:`standardised_statistics`). What a unit adds is its residual, the part of it the
+    rest of the layer does not predict (:func:`pipeline.stats.held_out_residuals`, with
+    ``folds`` and ``seed``; the rest leaves out the function's own copies, which share the
+    link's column). Its ``association`` with every glass-box statistic is the within-class
+    association the unique label ranks by (:func:`pipeline.stats.within_class_association`),
+    read from the statistics, never from the image measures the label reads. The truth is
+    the component with the largest |association|, where that association is clearly not
+    zero (``RESIDUAL_DETECTION_P``, Bonferroni over the statistics) and no statistic outside
+    the function is more associated. Otherwise it is None, and the unit is left out of the
+    unique label's scores: the rest of the layer carries the function, and what is left of
+    the unit is what the regression took away with its neighbours' statistics, or noise,
+    which no label of the function could name. So a 0.7/0.3 mixture whose dominant
+    statistic the layer already carries is truly labelled by its minor one, and a unit the
+    layer predicts all but wholly has no unique truth. ``residual_share`` is the residual's
+    spread over the unit's.
     """
-    copies: dict[str, list[int]] = {}
-    for unit, name in enumerate(model.unit_names):
-        if name.startswith("planted:"):
-            copies.setdefault(name.split(":")[1], []).append(unit)
+    residuals, _ = held_out_residuals(layer, folds=folds, seed=seed)
+    names = list(statistics.columns)
+    associations = within_class_association(residuals, statistics.to_numpy(), classes)  # [U, statistics]
+    detectable = scipy_stats.norm.isf(RESIDUAL_DETECTION_P / (2 * len(names))) / math.sqrt(
+        max(len(layer) - len(np.unique(classes)), 1)
+    )
     truths: dict[int, dict[str, Any]] = {}
-    for function, units in copies.items():
-        others = np.setdiff1d(np.arange(layer.shape[1]), units)
-        components = model.components[function]
-        fitted = {
-            measure: held_out_r2(
-                layer[:, others], statistics[measure].to_numpy(), folds=folds, alphas=UNIQUE_TRUTH_ALPHAS, seed=seed
-            )
-            for measure in components
+    for unit, name in enumerate(model.unit_names):
+        if not name.startswith("planted:"):
+            continue
+        components = model.components[name.split(":")[1]]
+        found = {measure: float(value) for measure, value in zip(names, associations[unit], strict=True)}
+        strength = {measure: abs(np.nan_to_num(value)) for measure, value in found.items()}
+        best = max(components, key=strength.__getitem__)
+        outside = max((strength[m] for m in names if m not in components), default=0.0)
+        spread = float(np.std(layer[:, unit]))
+        truths[unit] = {
+            "measure": best if strength[best] >= detectable and strength[best] >= outside else None,
+            "association": found,
+            "residual_share": float(np.std(residuals[:, unit])) / spread if spread > 0 else float("nan"),
         }
-        residual = {
-            measure: abs(weight) * float(statistics[measure].std()) * math.sqrt(max(1 - fitted[measure], 0.0))
-            for measure, weight in components.items()
-        }
-        best = max(residual, key=residual.__getitem__)
-        for unit in units:
-            truths[unit] = {"measure": best, "r2": fitted, "residual": residual}
     return truths
 
 

@@ -10,6 +10,7 @@ from scipy import stats as scipy_stats
 from pipeline.stats import (
     CONCEPT_COLUMNS,
     DEFAULT_MIN_EFFECT,
+    RESIDUAL_COLUMNS,
     TRIM,
     TUNING_COLUMNS,
     _bootstrap_effect_ci,
@@ -17,6 +18,8 @@ from pipeline.stats import (
     benjamini_hochberg,
     classifier_measures,
     draw_counts,
+    duplicate_representatives,
+    held_out_residuals,
     resampled_trimmed_means,
     selective_counts,
     trimmed_mean,
@@ -611,9 +614,53 @@ def test_redundancy_is_high_for_a_unit_the_others_carry_and_near_zero_for_one_th
     r = rng.standard_normal((400, 30))
     r[:, 1] = r[:, 0] + 0.05 * rng.standard_normal(400)
     r[:, 2] = 0.0
-    redundancy = unit_redundancy(r, np.array([0, 1, 2, 3]), folds=4, alphas=(0.01, 0.1, 1.0), seed=0)
+    residuals, r2 = held_out_residuals(r, folds=4, alphas=(0.01, 0.1, 1.0), seed=0)
+    redundancy = unit_redundancy(r2, np.array([0, 1, 2, 3]))
     assert redundancy[0] > 0.95 and redundancy[1] > 0.95
     assert np.isnan(redundancy[2]) and abs(redundancy[3]) < 0.1
+    # What the others do not predict of an independent unit is the unit; of a constant one, nothing.
+    assert np.corrcoef(residuals[:, 3], r[:, 3])[0, 1] > 0.95
+    assert np.all(residuals[:, 2] == 0.0)
+
+
+def test_a_units_duplicates_are_not_part_of_the_rest_of_the_layer():
+    rng = np.random.default_rng(12)
+    r = rng.standard_normal((300, 12))
+    r[:, 1] = 0.6 * r[:, 0] + 0.8 * rng.standard_normal(300)  # carries part of unit 0
+    with_copies = np.column_stack([r, 2.0 * r[:, 0] + 1.0, -r[:, 0]])
+    assert list(duplicate_representatives(with_copies)[[0, 12, 13]]) == [0, 0, 0]
+    alone_residuals, alone_r2 = held_out_residuals(r, folds=3, alphas=(0.1, 1.0), seed=0)
+    residuals, r2 = held_out_residuals(with_copies, folds=3, alphas=(0.1, 1.0), seed=0)
+    # Each copy's rest is the rest of unit 0's, and its residual unit 0's times the exact factor.
+    assert r2[12] == r2[13] == r2[0] == pytest.approx(alone_r2[0])
+    np.testing.assert_allclose(residuals[:, 0], alone_residuals[:, 0], atol=1e-10)
+    np.testing.assert_allclose(residuals[:, 12], 2.0 * alone_residuals[:, 0], atol=1e-10)
+    np.testing.assert_allclose(residuals[:, 13], -alone_residuals[:, 0], atol=1e-10)
+
+
+def test_held_out_residuals_match_a_ridge_fitted_fold_by_fold():
+    rng = np.random.default_rng(13)
+    r = rng.standard_normal((60, 5)) @ rng.standard_normal((5, 5))
+    folds, alpha = 3, 0.1
+    residuals, _ = held_out_residuals(r, folds=folds, alphas=(alpha,), seed=4)
+    fold_of = np.random.default_rng(4).permutation(len(r)) % folds
+    expected = np.zeros_like(r)
+    for fold in range(folds):
+        train, test = r[fold_of != fold], r[fold_of == fold]
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        for unit in range(r.shape[1]):
+            others = [k for k in range(r.shape[1]) if k != unit]
+            x_train, x_test = (
+                (train[:, others] - mean[others]) / std[others],
+                (test[:, others] - mean[others]) / std[others],
+            )
+            y_train = (train[:, unit] - mean[unit]) / std[unit]
+            coefficients = np.linalg.solve(
+                x_train.T @ x_train + alpha * len(train) * np.eye(len(others)), x_train.T @ y_train
+            )
+            predicted = x_test @ coefficients
+            expected[fold_of == fold, unit] = ((test[:, unit] - mean[unit]) / std[unit] - predicted) * std[unit]
+    np.testing.assert_allclose(residuals, expected, atol=1e-9)
 
 
 def test_a_copy_that_passes_a_fraction_of_the_request_on_is_controllable_and_a_noise_unit_is_not():
@@ -663,6 +710,40 @@ def test_the_unique_label_names_the_measure_moved_both_reliably_and_far():
     summary = unit_summary(concepts, changes).set_index("unit")
     assert summary.loc[0, "unique_measure"] == "object.redness" and summary.loc[0, "unique_effect"] == 6.0
     assert summary.loc[1, "unique_measure"] == "background.luminance"
+
+
+def test_the_unique_label_names_a_change_the_units_residual_reads():
+    # Unit 0's sweep moves leg length furthest and coat luminance less: its link column
+    # carries the breeds' legs, but what the unit adds beyond the layer reads luminance.
+    # Unit 1's residual reads x, against the direction its sweep moved x. Unit 2's residual
+    # reads a part's hue only as the whole object's hue (not beyond the whole).
+    concepts = pd.DataFrame(
+        {
+            "unit": [0, 0, 1, 2, 2],
+            "measure": ["part:leg.major", "object.luminance", "object.x", "part:ear.hue", "object.hue"],
+            "effect": [-2.5, 3.3, 4.0, 3.0, 2.5],
+            "t_mean": [-63.0, 40.0, 30.0, 50.0, 20.0],
+            "natural_change": [-4.6, 1.8, 2.0, 4.0, 1.0],
+            "q": [1e-20] * 5,
+            "p": [1e-22] * 5,
+            "p_link": [0.0] * 5,
+            "classes_agree": [True] * 5,
+            "selective": [True] * 5,
+            "beyond_object": [True] * 5,
+            "residual_association": [-0.02, 0.42, -0.35, 0.30, 0.28],
+            "residual_q": [0.6, 1e-30, 1e-20, 1e-15, 1e-14],
+            "residual_beyond_object": [True, True, True, False, True],
+        }
+    )
+    changes = sweeps(np.random.default_rng(14), np.zeros((3, len(MEASURES))), np.ones(3), 4, 0.05, np.arange(3))
+    summary = unit_summary(concepts, changes).set_index("unit")
+    assert summary.loc[0, "unique_measure"] == "object.luminance"
+    assert summary.loc[0, "unique_residual_association"] == pytest.approx(0.42)
+    assert pd.isna(summary.loc[1, "unique_measure"]) and summary.loc[1, "unique_gate"] == "residual"
+    assert summary.loc[2, "unique_measure"] == "object.hue"
+    # Without the residual's columns the sweep alone names the label.
+    alone = unit_summary(concepts.drop(columns=list(RESIDUAL_COLUMNS)), changes).set_index("unit")
+    assert alone.loc[0, "unique_measure"] == "part:leg.major" and alone.loc[1, "unique_measure"] == "object.x"
 
 
 def test_a_unit_three_direction_spreads_out_is_labelled_when_its_own_samples_are_clear():

@@ -191,6 +191,12 @@ def test_score_validation_scores_each_label_and_the_null_units_per_test():
     assert unit_12["unique_gate"] == "controllability" and unit_12["tuning_correct"]
     with pytest.raises(KeyError, match="14"):
         score_validation(summary, concepts, {**truth, 14: "object.y"})
+    # A unit whose unique truth the rest of the layer leaves undefined is scored by neither
+    # figure, whatever it was labelled, and counted.
+    undefined = score_validation(summary, concepts, truth, tuning, unique_truth={10: None, 13: "background.luminance"})
+    assert undefined["unique_n_without_truth"] == 1 and undefined["tuning_n_without_truth"] == 0
+    assert undefined["unique_recall"] == pytest.approx(1 / 3) and undefined["unique_precision"] == pytest.approx(1 / 2)
+    assert next(row for row in undefined["units"] if row["unit"] == 10)["unique_correct"] is None
 
 
 def test_a_drawn_set_is_the_same_for_its_seed_and_mixes_nonlinear_functions_and_mixtures():
@@ -216,28 +222,41 @@ def test_a_small_layer_holds_the_planted_and_null_units_alone():
     assert small.unit_names[0].startswith("planted:") and set(small.components) == set(small.functions)
 
 
-def test_the_unique_truth_of_a_mixture_is_the_component_the_rest_of_the_layer_lacks():
+def test_the_unique_truth_is_the_component_that_what_the_unit_adds_reads():
     small = planted_classifier(
         BASE_SPEC, planted=["object_area_mix", "object_y_tanh"], n_null=0, functions="held-back-1"
     )
     rng = np.random.default_rng(0)
-    n = 300
+    n = 600
     area, redness, y = rng.standard_normal((3, n))
     statistics = pd.DataFrame({"object.area": area, "object.redness": redness, "object.y": y})
+    classes = np.arange(n) % 3
     layer = rng.standard_normal((n, small.num_units))
     mixture, linear = BASE_UNITS, BASE_UNITS + 1
     layer[:, mixture] = 0.7 * area + 0.3 * redness
     layer[:, linear] = y
     layer[:, 0] = area + 0.05 * rng.standard_normal(n)  # a base unit already carries area
-    truths = unique_truths(small, layer, statistics, folds=4, seed=0)
-    assert truths[mixture]["measure"] == "object.redness" and truths[mixture]["r2"]["object.area"] > 0.9
-    assert truths[linear]["measure"] == "object.y"
-    # Nobody else carries area: the dominant component is the truth, until the run's renders
-    # spread redness so widely that it, not area, is most of what the unit adds.
+
+    def truths() -> dict:
+        return unique_truths(small, layer, statistics, classes, folds=4, seed=0)
+
+    found = truths()
+    assert found[mixture]["measure"] == "object.redness"
+    assert abs(found[mixture]["association"]["object.redness"]) > 3 * abs(found[mixture]["association"]["object.area"])
+    assert found[linear]["measure"] == "object.y" and found[linear]["residual_share"] > 0.9
+    # Nobody else carries area: the dominant component is the truth.
     layer[:, 0] = rng.standard_normal(n)
-    assert unique_truths(small, layer, statistics, folds=4, seed=0)[mixture]["measure"] == "object.area"
-    statistics["object.redness"] = 4.0 * redness
-    assert unique_truths(small, layer, statistics, folds=4, seed=0)[mixture]["measure"] == "object.redness"
+    assert truths()[mixture]["measure"] == "object.area"
+    # A base unit carries y mixed with redness: what the y unit adds beyond it reads redness
+    # (negatively) more than y, a statistic outside its function, so it has no unique truth.
+    layer[:, 1] = y + 0.5 * redness
+    found = truths()
+    assert found[linear]["measure"] is None
+    assert abs(found[linear]["association"]["object.redness"]) > abs(found[linear]["association"]["object.y"])
+    # Nor has a unit whose residual reads none of the statistics.
+    layer[:, 1] = rng.standard_normal(n)
+    layer[:, linear] = rng.standard_normal(n)
+    assert truths()[linear]["measure"] is None
 
 
 def test_the_planted_statistics_are_standardised_on_the_world_they_are_given():

@@ -21,12 +21,14 @@ from pipeline.stages.perturb import sweep_domain
 from pipeline.stages.samples import Samples
 from pipeline.stats import (
     beyond_whole,
+    held_out_residuals,
     tuning_beyond_whole,
     unit_concepts,
     unit_redundancy,
     unit_summary,
     unit_tuning,
     with_hierarchy,
+    with_residual_tuning,
 )
 from pipeline.store import read_parquet, read_zarr, write_json, write_parquet
 from pipeline.validation import (
@@ -44,8 +46,6 @@ from pipeline.validation import (
 # How closely the planted activations recomputed from the re-rendered samples must follow the
 # layer's: renders are quantised to 8 bits here, so not exactly.
 MIN_PLANTED_AGREEMENT = 0.99
-# Ridge strengths (per training sample) for each unit's redundancy; unit_redundancy picks per unit.
-REDUNDANCY_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,12 @@ def find_concepts(
 
     Both tables carry the label hierarchy's columns (:func:`pipeline.stats.beyond_whole`,
     :func:`pipeline.stats.tuning_beyond_whole`): whether each part measure changed beyond
-    the whole object's, which decides whether it may carry a label. The summary also says
-    where each unit's sweeps end against the generator's latent domain
+    the whole object's, which decides whether it may carry a label. The sweeps' tests also
+    carry the association of each unit's residual with each measure across the same natural
+    samples (:func:`pipeline.stats.with_residual_tuning`; the residual is what the rest of
+    the layer does not predict of the unit, :func:`pipeline.stats.held_out_residuals`, in
+    ``redundancy_folds`` folds), which decides which of the sweep's changes the unique label
+    may name. The summary also says where each unit's sweeps end against the generator's latent domain
     (:func:`pipeline.stages.perturb.sweep_domain`, from the link of ``link_path``, the ranges
     of ``ranges_path`` and the samples of ``latents_path``)."""
     changes = read_parquet(changes_path)
@@ -119,7 +123,13 @@ def find_concepts(
         "min_association": min_association,
     }
     tuning = with_hierarchy(unit_tuning(**association), tuning_beyond_whole(**association))
-    redundancy = unit_redundancy(layer, units, folds=redundancy_folds, alphas=REDUNDANCY_ALPHAS, seed=seed)
+    residuals, r2 = held_out_residuals(layer, folds=redundancy_folds, seed=seed)
+    residual_association = association | {"r": residuals[:, units]}
+    concepts = with_residual_tuning(
+        concepts,
+        with_hierarchy(unit_tuning(**residual_association), tuning_beyond_whole(**residual_association)),
+    )
+    redundancy = unit_redundancy(r2, units)
     domain = sweep_domain(Samples(latents_path, activations_path), link_path, ranges_path, units)
     summary = unit_summary(
         concepts,
@@ -168,12 +178,14 @@ def validate_concepts(
     Besides :func:`pipeline.validation.score_validation`'s figures, each planted unit's row
     holds its name and how its true measure fared in the sweep (``truth_effect``,
     ``truth_q``, ``truth_selective``) and across samples (``truth_association``), its
-    unique truth (:func:`pipeline.validation.unique_truths`) with each component's
-    ``component_r2`` and ``component_residual``, and its tuning truth
+    unique truth (:func:`pipeline.validation.unique_truths`; None where the rest of the layer
+    leaves the unit no component to read) with its residual's ``residual_association`` with
+    every glass-box statistic and its ``residual_share``, and its tuning truth
     (:func:`pipeline.validation.tuning_truths`) with each component's
     ``component_association``. Both truths read the glass-box statistics of the samples of
     ``observed_path``, rendered again from ``latents_path`` with ``models``' generator, and
-    the layer of ``activations_path``; ``folds`` and ``seed`` are the unique truth's ridge's.
+    the layer of ``activations_path``; ``folds`` and ``seed`` are the residuals' (the concepts
+    stage's, so that the truth reads the residuals the label was confirmed by).
     ``null_units`` lists each null unit's selective measures of either label. Planted and
     null units that the run did not sweep are left out and counted in ``units_not_swept``.
     ``function_set`` names the planted set and ``development_set`` says whether the
@@ -209,9 +221,10 @@ def validate_concepts(
             f"{activations_path}: the planted units' activations do not follow their images rendered again from "
             f"{latents_path} (correlation {agreement:.3f}); the two come from different models"
         )
-    unique = unique_truths(model, layer, statistics, folds=folds, seed=seed)
+    classes = observed["class"].to_numpy()
+    unique = unique_truths(model, layer, statistics, classes, folds=folds, seed=seed)
     unique = {unit: found for unit, found in unique.items() if unit in truth}
-    tuned = tuning_truths(model, layer, statistics, observed["class"].to_numpy())
+    tuned = tuning_truths(model, layer, statistics, classes)
     tuned = {unit: found for unit, found in tuned.items() if unit in truth}
     score = score_validation(
         summary,
@@ -231,8 +244,8 @@ def validate_concepts(
         row["truth_q"] = _finite(by_test.loc[key, "q"]) if tested else None
         row["truth_selective"] = bool(by_test.loc[key, "selective"]) if tested else False
         row["truth_association"] = _finite(by_tuning.loc[key, "association"]) if key in by_tuning.index else None
-        row["component_r2"] = unique[row["unit"]]["r2"]
-        row["component_residual"] = unique[row["unit"]]["residual"]
+        row["residual_association"] = unique[row["unit"]]["association"]
+        row["residual_share"] = unique[row["unit"]]["residual_share"]
         row["component_association"] = tuned[row["unit"]]["association"]
     null_ids = [unit for unit, measure in truth.items() if measure is None]
     score["null_units"] = [
