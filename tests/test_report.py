@@ -209,7 +209,7 @@ def test_index_lists_every_unit_with_its_selective_concepts_and_the_link_metrics
     assert "img/figures/effects.png" in index.references
     assert "img/figures/validation.png" in index.references
     assert "Validation on planted units (development set planted)" in text
-    assert re.search(r">object.hue</td>\s*<td>–</td>", text) and "Every unit gets two labels" in text
+    assert re.search(r">object.hue</td>\s*<td>–</td>", text) and "A unit can carry two labels" in text
     assert {"unit-query", "unit-measure", "unit-selective"} <= index.ids
 
 

@@ -93,9 +93,16 @@ def test_run_writes_every_artifact(finished_run: Path) -> None:
     summary = pd.read_parquet(results / "concepts/unit_summary.parquet")
     assert sorted(summary["unit"]) == UNITS
     assert (summary["sweep_end_distance"] > 0).all() and summary["sweep_in_domain"].between(0, 1).all()
+    concepts = pd.read_parquet(results / "concepts/unit_concepts.parquet")
+    assert {"residual_association", "residual_q", "residual_beyond_object"} <= set(concepts.columns)
+    assert "unique_residual_association" in summary.columns and summary["redundancy_r2"].notna().all()
     assert (results / "report/index.html").is_file()
     index = (results / "report/index.html").read_text()
     assert "median sweep end (latent domain radii" in index and "median redundancy R²" in index
+    assert (
+        "units with a unique label" in index
+        and "units whose sweep moved only what their residual does not read" in index
+    )
     assert all((results / f"report/units/{unit}.html").is_file() for unit in UNITS)
 
 

@@ -21,6 +21,7 @@ rendered from the strips stage (:mod:`pipeline.stages.strips`), the figures from
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from pipeline.reporting.images import OUTLINE_PALETTE, Thumbnail, part_outlines,
 from pipeline.reporting.render import Badge, Link, Picture, fmt, percent, render
 from pipeline.reporting.selection import measure_order, shown_units, slug
 from pipeline.stages.common import difference_image
-from pipeline.stats import selective_counts
+from pipeline.stats import NOT_IN_RESIDUAL, selective_counts
 from pipeline.store import atomic_path, read_json, read_parquet, read_zarr
 
 log = logging.getLogger(__name__)
@@ -266,18 +267,28 @@ def index_values(
 
 
 def domain_facts(summary: pd.DataFrame) -> dict[str, str]:
-    """How well the sweeps can determine unique labels, when the summary says: where they end
-    against the generator's latent domain, and how much of each unit the rest of the layer
-    predicts (near 1 for every unit, any unit's unique contribution is a sliver)."""
+    """How well the sweeps can determine unique labels, when the summary says: how many units
+    got one, and how many were stopped because their residual reads none of their sweep's
+    changes, where the sweeps end against the generator's latent domain, and how much of each
+    unit the rest of the layer predicts (near 1 for every unit, any unit's unique
+    contribution is a sliver)."""
     facts = {}
+    if "unique_gate" in summary:
+        labelled = int(summary["unique_measure"].notna().sum())
+        facts["units with a unique label"] = f"{labelled} of {len(summary)}"
+        unread = int((summary["unique_gate"] == NOT_IN_RESIDUAL).sum())
+        facts["units whose sweep moved only what their residual does not read"] = f"{unread} of {len(summary)}"
     if "sweep_in_domain" in summary:
         inside = int((summary["sweep_in_domain"] == 1.0).sum())
         facts["units whose sweeps all stay in the generator's latent domain"] = f"{inside} of {len(summary)}"
         median_end = float(summary["sweep_end_distance"].median())
         facts["median sweep end (latent domain radii; 1 = its edge)"] = fmt(median_end)
     if "redundancy_r2" in summary:
-        # Three decimals: 0.999 and 0.95 say different things, and fmt would round both to 1.
-        facts["median redundancy R² (each unit from the others, held out)"] = f"{summary['redundancy_r2'].median():.3f}"
+        # Four decimals: 0.9999 and 0.95 say different things, and fmt would round both to 1.
+        median_r2 = float(summary["redundancy_r2"].median())
+        facts["median redundancy R² (each unit from the others, held out)"] = f"{median_r2:.4f}"
+        residual_share = math.sqrt(max(1.0 - median_r2, 0.0))
+        facts["median share of a unit's spread the others do not predict"] = percent(residual_share, 1)
     return facts
 
 
@@ -390,8 +401,10 @@ def validation_values(validation: Mapping[str, Any], planted: pd.DataFrame, cont
             (
                 context.unit_link(int(r["unit"]), ""),
                 r["truth"],
+                _truth_text(r.get("unique_truth", r["truth"])),
                 r.get("unique_measure") or "–",
                 _verdict(r.get("unique_correct")),
+                _truth_text(r.get("tuning_truth", r["truth"])),
                 r.get("tuning_measure") or "–",
                 _verdict(r.get("tuning_correct")),
             )
@@ -400,7 +413,18 @@ def validation_values(validation: Mapping[str, Any], planted: pd.DataFrame, cont
     }
 
 
-def _verdict(correct: Any) -> Badge:
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _truth_text(truth: Any) -> str:
+    return "none" if _missing(truth) else str(truth)
+
+
+def _verdict(correct: Any) -> Badge | str:
+    """yes or no; a dash where the label has no truth to be scored against."""
+    if _missing(correct):
+        return "–"
     return Badge("yes", "yes") if correct else Badge("no", "no")
 
 
@@ -504,6 +528,7 @@ def unit_values(
         "tuning association": _optional_value(summary, unit, "tuning_association"),
         "tuning q": _optional_value(summary, unit, "tuning_q"),
         "tuning label decided by": _optional_text(summary, unit, "tuning_gate"),
+        "unique label's residual association": _optional_value(summary, unit, "unique_residual_association"),
         "redundancy R²": _optional_value(summary, unit, "redundancy_r2"),
         "sweep end (latent domain radii; 1 = its edge)": _optional_value(summary, unit, "sweep_end_distance"),
         "sweeps inside the latent domain": _optional_value(summary, unit, "sweep_in_domain"),
