@@ -231,6 +231,10 @@ def test_unit_page_shows_the_strip_effect_bars_controllability_and_co_changing_u
     co_changing = (site / "units" / f"{unit}.html").read_text(encoding="utf-8").split("Co-changing units")[1]
     listed = re.findall(r"unit (\d+)</", co_changing)
     assert len(listed) == CO_CHANGING_UNITS and str(unit) not in listed
+    # Redundancy to four decimals, which tells 0.9999 from 0.95.
+    redundancy = read_parquet(run / "concepts/unit_summary.parquet").set_index("unit").at[unit, "redundancy_r2"]
+    text = (site / "units" / f"{unit}.html").read_text(encoding="utf-8")
+    assert f"redundancy R²</dt><dd>{redundancy:.4f}</dd>" in text
 
 
 def test_measure_gallery_shows_the_top_units_by_effect(report):

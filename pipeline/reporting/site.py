@@ -284,12 +284,17 @@ def domain_facts(summary: pd.DataFrame) -> dict[str, str]:
         median_end = float(summary["sweep_end_distance"].median())
         facts["median sweep end (latent domain radii; 1 = its edge)"] = fmt(median_end)
     if "redundancy_r2" in summary:
-        # Four decimals: 0.9999 and 0.95 say different things, and fmt would round both to 1.
         median_r2 = float(summary["redundancy_r2"].median())
-        facts["median redundancy R² (each unit from the others, held out)"] = f"{median_r2:.4f}"
+        facts["median redundancy R² (each unit from the others, held out)"] = redundancy_text(median_r2)
         residual_share = math.sqrt(max(1.0 - median_r2, 0.0))
         facts["median share of a unit's spread the others do not predict"] = percent(residual_share, 1)
     return facts
+
+
+def redundancy_text(r2: float | None) -> str:
+    """A redundancy R² to four decimals: 0.9999 and 0.95 say different things, and fmt would
+    round both to 1."""
+    return "–" if _missing(r2) else f"{r2:.4f}"
 
 
 def region_source(strips: Strips) -> str:
@@ -529,7 +534,7 @@ def unit_values(
         "tuning q": _optional_value(summary, unit, "tuning_q"),
         "tuning label decided by": _optional_text(summary, unit, "tuning_gate"),
         "unique label's residual association": _optional_value(summary, unit, "unique_residual_association"),
-        "redundancy R²": _optional_value(summary, unit, "redundancy_r2"),
+        "redundancy R²": redundancy_text(_optional_value(summary, unit, "redundancy_r2")),
         "sweep end (latent domain radii; 1 = its edge)": _optional_value(summary, unit, "sweep_end_distance"),
         "sweeps inside the latent domain": _optional_value(summary, unit, "sweep_in_domain"),
         "per-class effects of the strongest measure": _class_range(rows),
