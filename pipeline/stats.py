@@ -1352,6 +1352,8 @@ def held_out_residuals(
             errors[k] += np.sum(standardised**2, axis=0)
         totals += np.sum(x_test**2, axis=0)
     best = errors.argmin(axis=0)
+    # A second pass rebuilds each fold's fit for the chosen strengths only: keeping every
+    # strength's residuals until the choice would hold len(alphas) copies of [N, U].
     residuals = np.zeros((n, len(kept)))
     for fold in range(folds):
         rows = fold_of == fold

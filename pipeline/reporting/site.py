@@ -294,7 +294,7 @@ def domain_facts(summary: pd.DataFrame) -> dict[str, str]:
 def redundancy_text(r2: float | None) -> str:
     """A redundancy R² to four decimals: 0.9999 and 0.95 say different things, and fmt would
     round both to 1."""
-    return "–" if _missing(r2) else f"{r2:.4f}"
+    return "–" if pd.isna(r2) else f"{r2:.4f}"
 
 
 def region_source(strips: Strips) -> str:
@@ -418,17 +418,13 @@ def validation_values(validation: Mapping[str, Any], planted: pd.DataFrame, cont
     }
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _truth_text(truth: Any) -> str:
-    return "none" if _missing(truth) else str(truth)
+    return "none" if pd.isna(truth) else str(truth)
 
 
 def _verdict(correct: Any) -> Badge | str:
     """yes or no; a dash where the label has no truth to be scored against."""
-    if _missing(correct):
+    if pd.isna(correct):
         return "–"
     return Badge("yes", "yes") if correct else Badge("no", "no")
 
