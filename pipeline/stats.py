@@ -154,6 +154,7 @@ from pipeline.measures import (
     MAGNITUDE_QUANTITIES,
     RELATIVE_QUANTITIES,
     measure_changes,
+    part_whole_pairs,
     quantity_of,
     relative_measures,
 )
@@ -610,7 +611,14 @@ def _tuning_gates(tuning: pd.DataFrame, index: pd.Index, q: float, min_associati
 
 
 HIERARCHY_COLUMNS = ("unit", "measure", "relative_effect", "relative_q", "beyond_object")
-TUNING_HIERARCHY_COLUMNS = ("unit", "measure", "relative_association", "relative_q", "beyond_object")
+TUNING_HIERARCHY_COLUMNS = (
+    "unit",
+    "measure",
+    "relative_association",
+    "relative_q",
+    "whole_beyond_part",
+    "beyond_object",
+)
 
 
 def beyond_whole(
@@ -665,13 +673,21 @@ def tuning_beyond_whole(
     q: float,
     min_association: float,
 ) -> pd.DataFrame:
-    """The tuning analogue of :func:`beyond_whole`: whether each unit's activation is associated
-    with each part's relative measure across natural samples, with ``TUNING_HIERARCHY_COLUMNS``.
+    """The tuning analogue of :func:`beyond_whole`: whether each unit reads each part rather
+    than the whole object across natural samples, with ``TUNING_HIERARCHY_COLUMNS``.
 
-    The relative measure is tested as any measure is (:func:`unit_tuning`, same arguments);
-    ``relative_association`` and ``relative_q`` are that test's, and ``beyond_object`` its
-    ``selective``. A unit tuned to where the whole object is correlates with every part's
-    position, but not with where a part sits within the object.
+    The part's relative measure is tested as any measure is (:func:`unit_tuning`, same
+    arguments); ``relative_association`` and ``relative_q`` are that test's. A unit tuned to
+    where the whole object is correlates with every part's position, but not with where a
+    part sits within the object. ``whole_beyond_part`` asks the other way round what the
+    whole adds once the part is known (:func:`whole_given_part`). ``beyond_object`` needs the
+    relative test selective and ``whole_beyond_part < min_association``: the whole adds
+    nothing material in the part's own direction. A unit that reads the part passes, and so
+    does one that reads the part against the whole (the whole then enters the other way
+    round). A unit that reads the whole and something besides (a mixture) does not: a part
+    whose measure follows the something besides passes the relative test, but the whole,
+    measured over more of the object, still adds to what the part carries, so the coarser
+    label stands.
     """
     relative_observed, names = relative_measures(observed, measures)
     names = {part: relative for part, relative in names.items() if quantity_of(part) not in RELATIVE_QUANTITIES}
@@ -688,7 +704,41 @@ def tuning_beyond_whole(
         q=q,
         min_association=min_association,
     )
-    return _relative_tests(tests, names, "relative_association", "association")
+    hierarchy = _relative_tests(tests, names, "relative_association", "association")
+    pairs = part_whole_pairs(m for m in measures if m in observed.columns)
+    screened = whole_given_part(r, units, classes, observed, {part: pairs[part] for part in names})
+    hierarchy = hierarchy.merge(screened, on=["unit", "measure"], how="left", validate="one_to_one")
+    hierarchy["beyond_object"] = hierarchy["beyond_object"] & ~(hierarchy["whole_beyond_part"] >= min_association)
+    return hierarchy[list(TUNING_HIERARCHY_COLUMNS)]
+
+
+def whole_given_part(
+    r: np.ndarray, units: np.ndarray, classes: np.ndarray, observed: pd.DataFrame, pairs: Mapping[str, str]
+) -> pd.DataFrame:
+    """``unit``, ``measure`` (a part measure of ``pairs``, part -> whole) and ``whole_beyond_part``:
+    the partial correlation of each unit of ``r [N, U]`` (ids ``units``) with the whole's
+    measure given the part's, over the within-class ranks that :func:`unit_tuning` correlates
+    (so the association a class difference gives is left out here too), signed so that it
+    is positive where the whole adds in the direction of the unit's association with the
+    part. NaN where a measure is constant."""
+    parts = list(pairs)
+    unit_ranks = _within_class_ranks(np.asarray(r, dtype=np.float64), np.asarray(classes))
+    part_ranks = _within_class_ranks(observed[parts].to_numpy(dtype=np.float64), np.asarray(classes))
+    wholes = [pairs[part] for part in parts]
+    whole_ranks = _within_class_ranks(observed[wholes].to_numpy(dtype=np.float64), np.asarray(classes))
+    unit_part = _correlation(unit_ranks, part_ranks)  # [U, P]
+    unit_whole = _correlation(unit_ranks, whole_ranks)  # [U, P]
+    part_whole = np.array([_correlation(part_ranks[:, [k]], whole_ranks[:, [k]])[0, 0] for k in range(len(parts))])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        partial = (unit_whole - unit_part * part_whole) / np.sqrt((1 - unit_part**2) * (1 - part_whole**2))
+    partial = partial * np.sign(unit_part)
+    return pd.DataFrame(
+        {
+            "unit": np.repeat(np.asarray(units), len(parts)),
+            "measure": np.tile(parts, len(units)),
+            "whole_beyond_part": partial.ravel(),
+        }
+    )
 
 
 def _relative_tests(tests: pd.DataFrame, names: Mapping[str, str], size_column: str, size: str) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from pipeline.measures import part_whole_pairs, relative_measures, whole_counterpart
 from pipeline.stats import (
@@ -15,6 +16,7 @@ from pipeline.stats import (
     unit_concepts,
     unit_summary,
     unit_tuning,
+    whole_given_part,
     with_hierarchy,
 )
 
@@ -145,6 +147,67 @@ def test_the_tuning_label_follows_the_same_hierarchy():
     summary = unit_summary(concepts, changes, with_hierarchy(tuning, hierarchy)).set_index("unit")
     assert summary.loc[0, "tuning_measure"] == "object.y"
     assert summary.loc[1, "tuning_measure"] == "part:tail.y"
+
+
+def test_a_part_that_follows_a_mixtures_other_component_does_not_take_the_whole_s_label():
+    rng = np.random.default_rng(3)
+    n, classes = 600, np.repeat(np.arange(2), 300)
+    where, shade, offset = rng.standard_normal(n), rng.standard_normal(n), rng.standard_normal(n)
+    observed = pd.DataFrame(
+        {
+            "object.y": where + 0.05 * rng.standard_normal(n),
+            # A noisier read of where the object is, which also sags where the object is dark.
+            "part:body.y": where + 0.3 * shade + 0.3 * rng.standard_normal(n),
+            "part:tail.y": where + offset,
+            "object.x": rng.standard_normal(n),
+        }
+    )
+    r = rng.standard_normal((n, 3))
+    r[:, 0] = 0.7 * where + 0.3 * shade  # a mixture: where the object is, and its shade
+    r[:, 1] = offset + 0.1 * rng.standard_normal(n)  # tuned to where the tail sits within it
+    arguments = {"permutations": 100, "seed": 0, "q": 0.05, "min_association": 0.1}
+    units = np.arange(3)
+    tuning = unit_tuning(r, units, classes, observed, MEASURES, **arguments)
+    hierarchy = tuning_beyond_whole(r, units, classes, observed, MEASURES, **arguments).set_index(["unit", "measure"])
+    body = hierarchy.loc[(0, "part:body.y")]
+    strongest = tuning[tuning["unit"] == 0].set_index("measure")["association"].abs()
+    assert strongest.idxmax() == "part:body.y"  # the body reads the mixture best ...
+    assert body["relative_q"] <= 0.05 and abs(body["relative_association"]) >= 0.1  # ... and apart from the whole
+    assert body["whole_beyond_part"] >= 0.1  # but the whole adds, the same way round, what the body lacks
+    assert not body["beyond_object"]
+    tail = hierarchy.loc[(1, "part:tail.y")]
+    assert tail["whole_beyond_part"] < -0.1 and tail["beyond_object"]  # the tail, read against the whole
+
+    changes = sweep_table(rng, np.zeros((3, len(MEASURES))), np.full(4, 0.05), units)
+    concepts = unit_concepts(changes, random_directions(rng, 8, np.full(4, 0.05)), MEASURES, n_boot=0)
+    summary = unit_summary(concepts, changes, with_hierarchy(tuning, hierarchy.reset_index())).set_index("unit")
+    assert summary.loc[0, "tuning_measure"] == "object.y"
+    assert summary.loc[1, "tuning_measure"] == "part:tail.y"
+
+
+def test_whole_given_part_is_the_partial_correlation_of_within_class_ranks_signed_as_the_part():
+    rng = np.random.default_rng(4)
+    n, classes = 200, np.repeat(np.arange(2), 100)
+    observed = pd.DataFrame({"object.y": rng.standard_normal(n), "part:tail.y": rng.standard_normal(n)})
+    observed["part:tail.y"] += 0.6 * observed["object.y"] + 2.0 * classes  # classes differ, ranks do not see it
+    r = -((0.5 * observed[["object.y"]].to_numpy() + rng.standard_normal((n, 1))) ** 3)
+    found = whole_given_part(r, np.array([7]), classes, observed, {"part:tail.y": "object.y"})
+
+    def ranks(values):
+        out = np.empty(n)
+        for c in (0, 1):
+            rows = classes == c
+            out[rows] = scipy_stats.rankdata(values[rows]) - (rows.sum() + 1) / 2
+        return out
+
+    unit, whole = ranks(r[:, 0]), ranks(observed["object.y"].to_numpy())
+    part = ranks(observed["part:tail.y"].to_numpy())
+    design = np.column_stack([np.ones(n), part])
+    residual_unit = unit - design @ np.linalg.lstsq(design, unit, rcond=None)[0]
+    residual_whole = whole - design @ np.linalg.lstsq(design, whole, rcond=None)[0]
+    expected = np.corrcoef(residual_unit, residual_whole)[0, 1] * np.sign(np.corrcoef(unit, part)[0, 1])
+    assert found[["unit", "measure"]].values.tolist() == [[7, "part:tail.y"]]
+    assert found["whole_beyond_part"].iloc[0] == pytest.approx(expected, abs=1e-10)
 
 
 def test_relative_measures_take_differences_turns_and_shares():
