@@ -152,7 +152,12 @@ STATISTIC_MEASURES = {
     "object_luminance": "object.luminance",
     "object_saturation": "object.saturation",
     "background_luminance": "background.luminance",
+    "object_hue": "object.hue",
 }
+# The statistics a drawn set plants functions of. Hue is a glass-box statistic only so that a
+# unique truth is checked against it: redness, saturation and luminance leave one direction
+# of colour unread, and what the rest of a layer leaves of a colour unit often lies there.
+DRAWN_STATISTICS = tuple(name for name in STATISTIC_MEASURES if name != "object_hue")
 # The weight of each statistic in the mixtures above, by measure; other functions have one.
 MIXTURE_COMPONENTS: dict[str, dict[str, float]] = {
     "object_luminance_mix": {"object.luminance": 0.7, "background.luminance": 0.3},
@@ -186,7 +191,7 @@ def drawn_functions(
     set that nothing was tuned on.
     """
     rng = np.random.default_rng(seed)
-    statistics = list(STATISTIC_MEASURES)
+    statistics = list(DRAWN_STATISTICS)
     dominant = [statistics[k] for k in rng.choice(len(statistics), DRAWN_NONLINEAR + DRAWN_MIXTURES, replace=False)]
     functions: dict[str, tuple[str, Callable[[Statistics], torch.Tensor]]] = {}
     components: dict[str, dict[str, float]] = {}
@@ -237,14 +242,19 @@ def image_statistics(images: torch.Tensor) -> dict[str, torch.Tensor]:
     luma = torch.einsum("c,bchw->bhw", torch.tensor(LUMA_WEIGHTS, device=x.device), x)
     largest = x.amax(dim=1)
     saturation = (largest - x.amin(dim=1)) / largest.clamp_min(1e-6)
+    redness = object_mean(x[:, 0] - 0.5 * (x[:, 1] + x[:, 2]))
+    blue_green = object_mean((math.sqrt(3) / 2) * (x[:, 1] - x[:, 2]))
     return {
         "object_area": weight.mean(dim=(1, 2)),
         "object_x": object_mean(xs.expand(batch, height, width)),
         "object_y": object_mean(ys.expand(batch, height, width)),
-        "object_redness": object_mean(x[:, 0] - 0.5 * (x[:, 1] + x[:, 2])),
+        "object_redness": redness,
         "object_luminance": object_mean(luma),
         "object_saturation": object_mean(saturation),
         "background_luminance": (luma * background).sum(dim=(1, 2)) / background_total,
+        # The angle of the mean colour in the opponent plane, in turns from red (-0.5, 0.5]:
+        # the measured hue's angle, cut at cyan rather than at red, where coats lie.
+        "object_hue": torch.atan2(blue_green, redness) / (2 * math.pi),
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +118,17 @@ def test_glass_box_statistics_match_the_rendered_truth():
     assert np.corrcoef(statistics["object_area"], plain.mean(dim=(1, 2)))[0, 1] > 0.98
     assert np.corrcoef(statistics["object_x"], true_x)[0, 1] > 0.99
     assert np.corrcoef(statistics["background_luminance"], frame["bg_luminance"])[0, 1] > 0.95
+
+
+def test_glass_box_hue_is_the_hsv_hue_of_primaries_and_secondaries_counted_from_red():
+    colours = [(1.0, 0.0, 0.0), (1.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 1.0), (0.0, 0.0, 1.0), (1.0, 0.0, 1.0)]
+    images = torch.full((len(colours), 3, 16, 16), 0.5)
+    for k, colour in enumerate(colours):
+        images[k, :, 4:12, 4:12] = torch.tensor(colour)[:, None, None]
+    hue = image_statistics(images)["object_hue"].numpy()
+    hsv = np.array([colorsys.rgb_to_hsv(*colour)[0] for colour in colours])
+    assert np.allclose(np.mod(hue, 1.0), hsv, atol=1e-6)
+    assert np.all((hue > -0.5) & (hue <= 0.5))  # cut at cyan, so red-brown coats do not wrap
 
 
 def test_null_units_are_reproducible_noise_unrelated_to_the_image(classifier):
