@@ -141,7 +141,9 @@ FUNCTION_SETS = {
     "held-back-4": HELD_BACK_4_FUNCTIONS,
 }
 # Drawn sets whose results informed a change of the statistics: development sets now.
-DEVELOPMENT_DRAWS = frozenset({"drawn:20261204", "drawn:1796423902", "drawn:826790793", "drawn:808522718"})
+DEVELOPMENT_DRAWS = frozenset(
+    {"drawn:20261204", "drawn:1796423902", "drawn:826790793", "drawn:808522718", "drawn:1018282877"}
+)
 PLANTED_TRUTH: dict[str, str] = {name: truth for name, (truth, _) in PLANTED_FUNCTIONS.items()}
 # The measure of each statistic of image_statistics.
 STATISTIC_MEASURES = {
