@@ -154,9 +154,9 @@ from pipeline.measures import (
     MAGNITUDE_QUANTITIES,
     RELATIVE_QUANTITIES,
     measure_changes,
-    part_whole_pairs,
     quantity_of,
     relative_measures,
+    whole_counterpart,
 )
 
 RANDOM_DIRECTION = "random_direction"
@@ -705,8 +705,7 @@ def tuning_beyond_whole(
         min_association=min_association,
     )
     hierarchy = _relative_tests(tests, names, "relative_association", "association")
-    pairs = part_whole_pairs(m for m in measures if m in observed.columns)
-    screened = whole_given_part(r, units, classes, observed, {part: pairs[part] for part in names})
+    screened = whole_given_part(r, units, classes, observed, {part: whole_counterpart(part) for part in names})
     hierarchy = hierarchy.merge(screened, on=["unit", "measure"], how="left", validate="one_to_one")
     hierarchy["beyond_object"] = hierarchy["beyond_object"] & ~(hierarchy["whole_beyond_part"] >= min_association)
     return hierarchy[list(TUNING_HIERARCHY_COLUMNS)]
@@ -721,14 +720,13 @@ def whole_given_part(
     (so the association a class difference gives is left out here too), signed so that it
     is positive where the whole adds in the direction of the unit's association with the
     part. NaN where a measure is constant."""
-    parts = list(pairs)
-    unit_ranks = _within_class_ranks(np.asarray(r, dtype=np.float64), np.asarray(classes))
-    part_ranks = _within_class_ranks(observed[parts].to_numpy(dtype=np.float64), np.asarray(classes))
-    wholes = [pairs[part] for part in parts]
-    whole_ranks = _within_class_ranks(observed[wholes].to_numpy(dtype=np.float64), np.asarray(classes))
+    parts, classes = list(pairs), np.asarray(classes)
+    unit_ranks = _within_class_ranks(np.asarray(r, dtype=np.float64), classes)
+    part_ranks = _within_class_ranks(observed[parts].to_numpy(dtype=np.float64), classes)
+    whole_ranks = _within_class_ranks(observed[list(pairs.values())].to_numpy(dtype=np.float64), classes)
     unit_part = _correlation(unit_ranks, part_ranks)  # [U, P]
     unit_whole = _correlation(unit_ranks, whole_ranks)  # [U, P]
-    part_whole = np.array([_correlation(part_ranks[:, [k]], whole_ranks[:, [k]])[0, 0] for k in range(len(parts))])
+    part_whole = np.diag(_correlation(part_ranks, whole_ranks))  # [P]: each part with its own whole
     with np.errstate(invalid="ignore", divide="ignore"):
         partial = (unit_whole - unit_part * part_whole) / np.sqrt((1 - unit_part**2) * (1 - part_whole**2))
     partial = partial * np.sign(unit_part)
